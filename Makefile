@@ -1,0 +1,38 @@
+# The two quick-start commands: `make demo` and `make test`.  Both build
+# .venv from nothing, so that a clean clone (and CI) needs only Python 3.9+.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Re-install when the project's metadata changes.
+INSTALLED      := $(VENV)/.installed
+INSTALLED_TEST := $(VENV)/.installed-test
+
+.PHONY: test demo bench coverage clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(INSTALLED_TEST): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(INSTALLED)
+
+test: $(INSTALLED_TEST)
+	$(BIN)/python -m pytest tests
+
+demo: $(INSTALLED)
+	$(BIN)/python scripts/demo.py
+
+bench: $(INSTALLED_TEST)
+	$(BIN)/python -m benchmarks
+
+coverage: $(INSTALLED_TEST)
+	$(BIN)/python -m coverage run -m pytest tests
+	$(BIN)/python -m coverage report
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .hypothesis
