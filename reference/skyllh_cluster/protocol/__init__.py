@@ -1,0 +1,1 @@
+"""The sans-I/O core (interim: the re-exports land together with the codec)."""

@@ -1,0 +1,219 @@
+"""The sans-I/O connection: one object per connection, for either role.
+
+It does no I/O and reads no clock.  Bytes that arrived go in through
+:meth:`Connection.receive_data`; whole commands come out of
+:meth:`Connection.next_event`; :meth:`Connection.send` turns a command into
+the bytes to write.  Every step is checked against the table in
+:mod:`skyllh_cluster.protocol.states`, which is where the protocol's flow
+lives; this module only applies it.
+
+>>> from skyllh_cluster import ACK, RegisterCN, Connection, Role
+>>> master, node = Connection(Role.MASTER), Connection(Role.COMPUTE_NODE)
+>>> master.receive_data(node.send(RegisterCN(1732560000, 7200)))
+>>> master.next_event()
+RegisterCN(cn_start_time=1732560000, cn_live_time=7200)
+>>> node.receive_data(master.send(ACK()))
+>>> node.next_event(), node.state
+(ACK(), <State.SERVING: 'SERVING'>)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from ..clauses import Role
+from ..codec import dumps, loads
+from ..commands import COMMAND_CLASSES, Command, RegisterCN
+from ..errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ..wire.framing import HEADER_SIZE, FrameBuffer, encode_frame
+from . import states
+from .events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
+from .states import State
+
+__all__ = ["Connection", "encode_command"]
+
+logger = logging.getLogger(__name__)
+
+
+def encode_command(command: Command) -> bytes:
+    """Return the whole frame (length prefix and payload) for ``command``.
+
+    A master that broadcasts encodes once with this and hands the frame to
+    each connection's :meth:`Connection.send`.
+    """
+    return encode_frame(dumps(command))
+
+
+class Connection:
+    """One SkyLLH cluster connection, seen from ``role``'s side.
+
+    Args:
+        role: :attr:`Role.MASTER` for the master's end of a connection it
+            accepted, :attr:`Role.COMPUTE_NODE` for a compute node's end.
+        start_time: A compute node's start, as Unix time.  With
+            ``live_time`` it sets :attr:`deadline`; for the master's end the
+            deadline comes from the RegisterCN it receives.
+        live_time: A compute node's live time in seconds.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        start_time: Optional[float] = None,
+        live_time: Optional[float] = None,
+    ) -> None:
+        if role not in states.INITIAL_STATE:
+            raise ValueError(f"a connection's role is MASTER or COMPUTE_NODE, not {role!r}")
+        self.role = role
+        self._state = states.INITIAL_STATE[role]
+        self._frames = FrameBuffer()
+        self._error: Optional[RemoteProtocolError] = None
+        self._registration: Optional[RegisterCN] = None
+        self._deadline: Optional[float] = None
+        if start_time is not None and live_time is not None:
+            self._deadline = start_time + live_time
+
+    # -- read-only views --------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """The current state (see :class:`~skyllh_cluster.protocol.states.State`)."""
+        return self._state
+
+    @property
+    def registration(self) -> Optional[RegisterCN]:
+        """The RegisterCN sent (compute node) or received (master), if any."""
+        return self._registration
+
+    @property
+    def deadline(self) -> Optional[float]:
+        """Unix time at which the compute node's live time passes, if known."""
+        return self._deadline
+
+    @property
+    def in_frame(self) -> bool:
+        """Whether part of a frame has arrived and its rest has not (FRM-6)."""
+        return self._frames.in_frame
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.role.name} {self._state.name}>"
+
+    # -- the state table ----------------------------------------------------------
+    def _apply(self, trigger: str) -> Optional[states.Transition]:
+        row = states.lookup(self.role, self._state, trigger)
+        if row is not None:
+            logger.debug("%s: %s --%s--> %s", self.role.name, self._state.name, trigger, row.next_state.name)
+            self._state = row.next_state
+        return row
+
+    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
+        self._state = State.ERROR
+        self._error = error
+        return error
+
+    # -- receiving -------------------------------------------------------------------
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes received from the peer; ``b""`` means the peer closed."""
+        self._frames.feed(bytes(data))
+
+    def next_event(self) -> Event:
+        """Return the next event: a command, or one of the events in :mod:`.events`.
+
+        Returns :data:`NEED_DATA` when no whole frame is buffered, and
+        :class:`ConnectionClosed` once the peer has closed between frames.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol.  The connection
+                is then in state ``ERROR`` and raises the same error again on
+                every later call; close it.
+        """
+        if self._error is not None:
+            raise self._error
+        if self._state is State.CLOSED:
+            return ConnectionClosed()
+        frame_offset = self._frames.stream_offset
+        try:
+            payload = self._frames.next_payload()
+        except ProtocolError as exc:
+            raise self._fail(exc.as_remote()) from None
+        if payload is None:
+            if self._frames.at_eof:
+                self._apply(states.PEER_CLOSED)
+                return ConnectionClosed()
+            return NEED_DATA
+        try:
+            command = loads(payload)
+        except ProtocolError as exc:
+            return self._undecodable(exc.with_offset(frame_offset + HEADER_SIZE), payload)
+        return self._received(command, frame_offset)
+
+    def _undecodable(self, error: ProtocolError, payload: bytes) -> Event:
+        state = self._state
+        row = self._apply(states.UNDECODABLE)
+        if row is None or row.next_state is State.ERROR:
+            clause = row.clause if row is not None else "ERR-1"
+            raise self._fail(
+                RemoteProtocolError(
+                    error.clause,
+                    f"{error.reason}; an undecodable frame in state {state.name} ends the connection ({clause})",
+                    error.offset,
+                )
+            )
+        logger.warning("%s: skipping an undecodable frame: %s", self.role.name, error)
+        return UndecodableFrame(error, payload)
+
+    def _received(self, command: Command, frame_offset: int) -> Event:
+        state = self._state
+        name = type(command).__name__
+        row = self._apply(states.recv(name))
+        if row is None or row.next_state is State.ERROR:
+            clause = row.clause if row is not None else "ERR-1"
+            raise self._fail(RemoteProtocolError(clause, f"received {name} in state {state.name}", frame_offset))
+        if isinstance(command, RegisterCN):
+            self._registered(command)
+        return command
+
+    def _registered(self, command: RegisterCN) -> None:
+        self._registration = command
+        if self._deadline is None:
+            self._deadline = command.cn_start_time + command.cn_live_time
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, command: Command, *, frame: Optional[bytes] = None) -> bytes:
+        """Return the bytes that send ``command``, and move to the next state.
+
+        ``frame`` may carry the command's frame from :func:`encode_command`,
+        so that a broadcast is encoded once.
+
+        Raises:
+            LocalProtocolError: the state does not allow sending ``command``,
+                or it does not encode (too large, value outside the subset).
+                Nothing is to be sent and the state is unchanged.
+        """
+        name = type(command).__name__
+        if COMMAND_CLASSES.get(name) is not type(command):
+            raise TypeError(f"not a SkyLLH cluster command: {command!r}")
+        trigger = states.send(name)
+        if states.lookup(self.role, self._state, trigger) is None:
+            raise LocalProtocolError(
+                states.refusal_clause(self.role, self._state),
+                f"cannot send {name} in state {self._state.name}",
+            )
+        if frame is None:
+            frame = encode_command(command)
+        self._apply(trigger)
+        if isinstance(command, RegisterCN):
+            self._registered(command)
+        return frame
+
+    # -- time and closing --------------------------------------------------------------
+    def expire_if_due(self, now: float) -> bool:
+        """Enter ``EXPIRED`` if the live time has passed at ``now``; say whether it did."""
+        if self._deadline is None or now < self._deadline:
+            return False
+        return self._apply(states.LIVE_TIME_PASSED) is not None
+
+    def close(self) -> None:
+        """Record that this side closed the connection."""
+        self._apply(states.CLOSE)
