@@ -1,0 +1,1 @@
+"""The SkyLLH cluster conformance kit (a pytest plugin); see plugin.py."""

@@ -1,0 +1,1 @@
+"""The conformance kit's pytest plugin (being written by the kit helper; empty until then)."""
