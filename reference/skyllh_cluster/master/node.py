@@ -1,0 +1,124 @@
+"""One compute node's connection, as the master's engine holds it.
+
+A :class:`Node` pairs a non-blocking socket with the sans-I/O
+:class:`~skyllh_cluster.protocol.Connection` of the master's side and an
+outbox for bytes the socket did not take yet.  It makes no protocol decision
+of its own: those come from the connection, and what to do about them from
+:class:`~skyllh_cluster.master.server.MasterServer`.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Deque, Optional, Union
+
+from ..commands import RegisterCN
+from ..protocol.connection import Connection
+from ..protocol.states import State
+
+__all__ = ["Node"]
+
+_Chunk = Union[bytes, memoryview]
+
+
+class Node:
+    """A compute node's connection to the master.
+
+    Attributes:
+        sock: The connection's socket (non-blocking while the engine owns it).
+        addr: The node's address, as the master saw it.
+        port: The node's port, as the master saw it.
+        connection: The master's side of the protocol for this connection.
+        accepted_at: ``time.monotonic()`` when the connection was accepted;
+            the registration timeout (MST-7) runs from here.
+        failure: Why the engine dropped this node, once it has.
+    """
+
+    __slots__ = (
+        "sock",
+        "addr",
+        "port",
+        "connection",
+        "accepted_at",
+        "failure",
+        "closed",
+        "close_when_flushed",
+        "_outbox",
+        "events",
+    )
+
+    def __init__(self, sock: socket.socket, addr: str, port: int, connection: Connection, accepted_at: float) -> None:
+        self.sock = sock
+        self.addr = addr
+        self.port = port
+        self.connection = connection
+        self.accepted_at = accepted_at
+        self.failure: Optional[BaseException] = None
+        #: Whether the engine has closed this node's socket.
+        self.closed = False
+        #: Close the connection once the outbox is empty (after ShutdownCN, MST-6).
+        self.close_when_flushed = False
+        self._outbox: Deque[_Chunk] = deque()
+        #: The selector events the engine watches for this node (0: none).
+        self.events = 0
+
+    @property
+    def key(self) -> str:
+        """The node's identification key, ``"addr:port"`` as in the original."""
+        return f"{self.addr}:{self.port}"
+
+    @property
+    def registration(self) -> Optional[RegisterCN]:
+        """The node's RegisterCN, once received."""
+        return self.connection.registration
+
+    @property
+    def registered(self) -> bool:
+        """Whether the node registered and was answered with an ACK."""
+        return self.connection.state in (State.SERVING, State.SHUT_DOWN, State.EXPIRED)
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued for the node that its socket has not taken yet."""
+        return sum(len(chunk) for chunk in self._outbox)
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` after anything still queued; return whether all went out.
+
+        What the socket does not take now stays queued for :meth:`flush`.
+        Raises the socket's :class:`OSError` when the connection is broken.
+        """
+        if self._outbox:
+            self._outbox.append(data)
+            return self.flush()
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return True
+        self._outbox.append(memoryview(data)[sent:])
+        return False
+
+    def flush(self) -> bool:
+        """Write queued bytes until the socket would block; return whether none are left."""
+        outbox = self._outbox
+        while outbox:
+            chunk = outbox[0]
+            try:
+                sent = self.sock.send(chunk)
+            except BlockingIOError:
+                return False
+            if sent < len(chunk):
+                outbox[0] = memoryview(chunk)[sent:]
+                return False
+            outbox.popleft()
+        return True
+
+    def discard_outbox(self) -> None:
+        """Forget queued bytes (the connection is being dropped)."""
+        self._outbox.clear()
+
+    def __repr__(self) -> str:
+        return f"<Node {self.key} {self.connection.state.name}{' closed' if self.closed else ''}>"

@@ -1,0 +1,585 @@
+"""The master's engine: one selector loop for thousands of compute nodes.
+
+:class:`MasterServer` is thin I/O around the sans-I/O core.  Every
+connection it accepts gets a :class:`~skyllh_cluster.protocol.Connection` of
+the master's role, which decides what each received byte means; the engine
+only moves bytes, keeps time and applies the policy of the mode it runs in:
+
+* :meth:`MasterServer.register` accepts connections until the registry holds
+  the wanted number of nodes, answering each valid RegisterCN with one ACK;
+* :meth:`MasterServer.broadcast` encodes a command once and writes the same
+  frame to every live node; :meth:`MasterServer.shutdown` does so with
+  ShutdownCN and closes each connection afterwards (MST-6);
+* :meth:`MasterServer.serve_script` runs a fixed script for every node that
+  registers (the conformance scenario) until :meth:`MasterServer.stop`.
+
+There are no threads: the blocking calls above run the loop until they are
+done, so the engine is idle between calls and the kernel queues what
+arrives meanwhile.  Sockets are non-blocking and watched with
+:mod:`selectors` (epoll on Linux), so one process serves as many nodes as it
+may open files (see :func:`~skyllh_cluster.master.fdlimit.ensure_fd_limit`).
+
+Isolation (MST-3, MST-4, ERR-1): a connection whose first frame is not a
+valid RegisterCN, that stalls inside a frame, or that sends anything after
+registering is closed on its own, without an ACK, and logged; nothing a peer
+sends can stop the loop or reach another connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import selectors
+import socket
+import time
+from collections import deque
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from ..clauses import Role
+from ..commands import ACK, Command, ShutdownCN
+from ..errors import LocalProtocolError, RemoteProtocolError
+from ..protocol.connection import Connection, encode_command
+from ..protocol.events import NEED_DATA, ConnectionClosed
+from .fdlimit import ensure_fd_limit
+from .node import Node
+from .reports import BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError
+
+__all__ = ["MasterServer", "ProgressCallback"]
+
+logger = logging.getLogger(__name__)
+
+#: Called after each registration with the node and the registry's new size.
+ProgressCallback = Callable[[Node, int], None]
+
+#: At most this many connections are accepted per wake-up, so that a flood
+#: of connects cannot starve the nodes already connected.
+ACCEPT_BATCH = 512
+#: The longest single wait of the loop; every wait is bounded anyway.
+MAX_WAIT = 1.0
+#: How long to stop accepting after the process ran out of descriptors.
+ACCEPT_PAUSE = 0.5
+#: Descriptors kept free for everything that is not a compute node.
+FD_HEADROOM = 64
+
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# On POSIX, SO_REUSEADDR only lets a new master bind while connections of an
+# old one linger in TIME_WAIT; on Windows it would let two sockets share a port.
+_REUSE_ADDRESS = os.name == "posix"
+
+_READ = selectors.EVENT_READ
+_READ_WRITE = selectors.EVENT_READ | selectors.EVENT_WRITE
+_LISTENER = "listener"
+_WAKE = "wake"
+
+
+class MasterServer:
+    """The event-loop engine of a master node.
+
+    Args:
+        blocksize: Largest number of bytes read from a node at once.
+        registration_timeout: Seconds a connection may take, from accept, to
+            deliver its whole RegisterCN (MST-7, FRM-6); after that it is
+            closed without an ACK.
+
+    Use it as a context manager, or call :meth:`close`, to close every
+    socket it opened.
+    """
+
+    def __init__(self, *, blocksize: int = 2048, registration_timeout: float = 30.0) -> None:
+        if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
+            raise ValueError(f"blocksize must be a positive int, not {blocksize!r}")
+        if not registration_timeout > 0:
+            raise ValueError(f"registration_timeout must be positive, not {registration_timeout!r}")
+        self._blocksize = blocksize
+        self._registration_timeout = float(registration_timeout)
+        self._selector = selectors.DefaultSelector()
+        self._listener: Optional[socket.socket] = None
+        self._address: Optional[Tuple[str, int]] = None
+        self._accepting = False
+        self._accept_paused_until: Optional[float] = None
+        self._open: Set[Node] = set()
+        self._registry: Dict[str, Node] = {}
+        self._awaiting: Deque[Node] = deque()
+        self._flushing: Set[Node] = set()
+        self._admit: Callable[[Node], None] = self._refuse_registration
+        self._ack_frame = encode_command(ACK())
+        self._served = 0
+        self._stop_requested = False
+        self._closed = False
+        # stop() may come from a signal handler or another thread: it writes
+        # a byte here, which wakes the loop from its wait.
+        self._wake_recv, self._wake_send = socket.socketpair()
+        self._wake_recv.setblocking(False)
+        self._wake_send.setblocking(False)
+        self._selector.register(self._wake_recv, _READ, _WAKE)
+
+    # -- views -------------------------------------------------------------------
+    @property
+    def address(self) -> Optional[Tuple[str, int]]:
+        """The ``(host, port)`` listened on, with the real port; ``None`` when not listening."""
+        return self._address
+
+    @property
+    def nodes(self) -> List[Node]:
+        """The registered, live nodes, in registration order."""
+        return list(self._registry.values())
+
+    @property
+    def connections(self) -> List[Node]:
+        """Every open node connection: registered, adopted or not registered yet."""
+        return list(self._open)
+
+    @property
+    def served(self) -> int:
+        """How many nodes :meth:`serve_script` has admitted so far."""
+        return self._served
+
+    def __enter__(self) -> "MasterServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- listening ---------------------------------------------------------------
+    def listen(self, host: str, port: int, backlog: int = 128) -> Tuple[str, int]:
+        """Bind a listening socket to ``(host, port)`` and return the address.
+
+        ``port`` 0 picks a free port; the address returned has the real one.
+        Connections queue in the kernel until :meth:`register` or
+        :meth:`serve_script` accepts them.  Sets ``SO_REUSEADDR`` on POSIX,
+        which the original did not (so a restarted master can bind at once).
+        """
+        if self._listener is not None:
+            raise RuntimeError(f"already listening on {self._address}")
+        family, kind, proto, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        try:
+            if _REUSE_ADDRESS:
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(sockaddr)
+            listener.listen(max(1, backlog))
+            listener.setblocking(False)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        bound = listener.getsockname()
+        self._address = (bound[0], bound[1])
+        logger.info("listening on %s:%d", *self._address)
+        return self._address
+
+    def stop_listening(self) -> None:
+        """Close the listening socket and every connection that has not registered yet."""
+        self._stop_accepting()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            self._address = None
+        while self._awaiting:
+            node = self._awaiting.popleft()
+            if not node.closed and node.registration is None:
+                logger.info("closing %s, which had not registered when listening stopped", node.key)
+                self._close(node)
+
+    def _start_accepting(self) -> None:
+        if self._listener is None:
+            raise RuntimeError("call listen() first")
+        self._selector.register(self._listener, _READ, _LISTENER)
+        self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        self._pause_accepting()
+        self._accept_paused_until = None
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self._selector.unregister(self._listener)  # type: ignore[arg-type]
+            self._accepting = False
+
+    # -- the modes -----------------------------------------------------------------
+    def register(
+        self, n: int, *, timeout: Optional[float] = None, progress: Optional[ProgressCallback] = None
+    ) -> List[Node]:
+        """Accept connections until ``n`` live nodes are registered; then stop listening.
+
+        Each valid RegisterCN is answered with one ACK.  Bad connections are
+        closed without an ACK and logged; they do not count and do not stop
+        the others.  A registered node that goes away before ``n`` are
+        reached is dropped, and another one is awaited.
+
+        Raises:
+            RegistrationTimeout: ``timeout`` seconds passed first.  The nodes
+                registered so far stay registered.
+        """
+        if n < 0:
+            raise ValueError(f"the number of compute nodes must not be negative, not {n}")
+        ensure_fd_limit(len(self._open) + n + FD_HEADROOM)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._admit = functools.partial(self._admit_to_registry, n, progress)
+        self._start_accepting()
+        try:
+            done = self._run(lambda: len(self._registry) >= n, deadline)
+        finally:
+            self._admit = self._refuse_registration
+            self.stop_listening()
+        if not done:
+            raise RegistrationTimeout(len(self._registry), n, timeout)  # type: ignore[arg-type]
+        return self.nodes
+
+    def serve_script(self, commands: Sequence[Command]) -> int:
+        """Serve every node that registers, until :meth:`stop`; return how many were admitted.
+
+        Each node gets an ACK, then ``commands`` in order, then ShutdownCN,
+        and its connection is closed (the conformance scenario, SCN-1/SCN-2).
+        Nodes are served concurrently; each frame is encoded once.
+        """
+        script = [(command, encode_command(command)) for command in commands]
+        script.append((ShutdownCN(), encode_command(ShutdownCN())))
+        blob = self._ack_frame + b"".join(frame for _, frame in script)
+        self._stop_requested = False
+        self._admit = functools.partial(self._admit_scripted, script, blob)
+        self._start_accepting()
+        try:
+            self._run(lambda: False, None, stoppable=True)
+        finally:
+            self._admit = self._refuse_registration
+            self._stop_accepting()
+        return self._served
+
+    def stop(self) -> None:
+        """Make a running :meth:`serve_script` return.  Safe from signal handlers and threads."""
+        self._stop_requested = True
+        try:
+            self._wake_send.send(b"\0")
+        except OSError:  # the wake-up pipe is full (a wake-up is pending) or closed
+            pass
+
+    def broadcast(
+        self,
+        command: Command,
+        nodes: Optional[Iterable[Node]] = None,
+        *,
+        timeout: Optional[float] = None,
+        close_after: bool = False,
+    ) -> BroadcastResult:
+        """Send ``command`` to every live node of ``nodes`` (default: the registry).
+
+        The frame is encoded once.  What arrived from the nodes since the
+        last call is taken in first, so that a node that closed is not
+        written to.  A node whose live time has passed is dropped and sent
+        nothing (MST-9).  Every other node is written to, whatever happens
+        to the rest; the call returns when every frame is written or has
+        failed, or after ``timeout`` seconds (the nodes still not written
+        then fail with :class:`SendTimeoutError`).
+
+        Raises:
+            LocalProtocolError: the command cannot be encoded (nothing was sent).
+        """
+        frame = encode_command(command)
+        name = type(command).__name__
+        self._poll()
+        targets = list(self._registry.values()) if nodes is None else list(nodes)
+        now = time.time()
+        expired: List[str] = []
+        already_failed: Dict[str, BaseException] = {}
+        for node in targets:
+            if node.closed:
+                already_failed[node.key] = node.failure or PeerClosedError("the connection was already closed")
+                continue
+            if node.connection.expire_if_due(now):
+                logger.info("compute node %s: live time passed; dropped without sending %s", node.key, name)
+                expired.append(node.key)
+                self._close(node)
+                continue
+            try:
+                node.connection.send(command, frame=frame)
+            except LocalProtocolError as exc:
+                self._drop(node, exc)
+                continue
+            node.close_when_flushed = close_after
+            self._write(node, frame)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._run(lambda: not self._flushing, deadline)
+        for node in list(self._flushing):
+            self._drop(node, SendTimeoutError(f"{node.pending} bytes of {name} not taken within {timeout:g} s"))
+        expired_keys = set(expired)
+        delivered: List[str] = []
+        failed: Dict[str, BaseException] = {}
+        for node in targets:
+            key = node.key
+            if key in expired_keys:
+                continue
+            cause = already_failed.get(key) or node.failure
+            if cause is None:
+                delivered.append(key)
+            else:
+                failed[key] = cause
+        result = BroadcastResult(name, tuple(delivered), failed, tuple(expired))
+        if failed:
+            logger.warning("%s reached %d node(s); %d failed", name, len(delivered), len(failed))
+        return result
+
+    def shutdown(self, nodes: Optional[Iterable[Node]] = None, *, timeout: Optional[float] = None) -> BroadcastResult:
+        """Send ShutdownCN to every live node and close each connection after it (MST-6)."""
+        return self.broadcast(ShutdownCN(), nodes, timeout=timeout, close_after=True)
+
+    # -- nodes made elsewhere -------------------------------------------------------
+    def adopt(self, node: Node) -> None:
+        """Take charge of a node whose connection registered elsewhere.
+
+        Its socket is made non-blocking and watched like the engine's own.
+        The node is not added to the registry; pass it to :meth:`broadcast`.
+        """
+        node.sock.setblocking(False)
+        self._open.add(node)
+        self._watch(node, _READ)
+
+    def discard(self, node: Node) -> None:
+        """Close ``node``'s connection without a word (it is no longer wanted)."""
+        if not node.closed:
+            logger.debug("compute node %s: discarded", node.key)
+            self._close(node)
+
+    def send_now(self, node: Node, command: Command, timeout: Optional[float] = None) -> None:
+        """Send ``command`` to one node and wait until it is written.
+
+        Raises the :class:`OSError` of a broken connection (and drops the
+        node), :class:`SendTimeoutError` after ``timeout`` seconds, or
+        :class:`LocalProtocolError` when the node's state forbids the command.
+        """
+        if node.closed:
+            raise node.failure or PeerClosedError(f"the connection to {node.key} is closed")
+        frame = node.connection.send(command)
+        node.close_when_flushed = isinstance(command, ShutdownCN)
+        self._write(node, frame)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._run(lambda: node not in self._flushing, deadline):
+            self._drop(node, SendTimeoutError(f"{type(command).__name__} not taken within {timeout:g} s"))
+        if node.failure is not None:
+            raise node.failure
+
+    # -- closing ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the listening socket and every connection.  Idempotent."""
+        if self._closed:
+            return
+        self.stop_listening()
+        for node in list(self._open):
+            self._close(node)
+        self._selector.close()
+        self._wake_recv.close()
+        self._wake_send.close()
+        self._closed = True
+
+    # -- the loop ------------------------------------------------------------------------
+    def _run(self, until: Callable[[], bool], deadline: Optional[float], stoppable: bool = False) -> bool:
+        """Handle events until ``until()``; return False at ``deadline`` or on :meth:`stop`."""
+        while not until():
+            if stoppable and self._stop_requested:
+                return False
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            self._expire_registrations(now)
+            if self._accept_paused_until is not None and now >= self._accept_paused_until:
+                self._accept_paused_until = None
+                self._start_accepting()
+            self._poll(self._wait_time(now, deadline))
+        return True
+
+    def _wait_time(self, now: float, deadline: Optional[float]) -> float:
+        wait = MAX_WAIT
+        if deadline is not None:
+            wait = min(wait, deadline - now)
+        if self._awaiting:
+            wait = min(wait, self._awaiting[0].accepted_at + self._registration_timeout - now)
+        if self._accept_paused_until is not None:
+            wait = min(wait, self._accept_paused_until - now)
+        return max(0.0, wait)
+
+    def _poll(self, wait: float = 0.0) -> None:
+        for key, mask in self._selector.select(wait):
+            data = key.data
+            if data is _LISTENER:
+                self._accept()
+            elif data is _WAKE:
+                self._drain_wake()
+            else:
+                if mask & selectors.EVENT_WRITE:
+                    self._on_writable(data)
+                if mask & selectors.EVENT_READ and not data.closed:
+                    self._on_readable(data)
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_recv.recv(256):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        now = time.monotonic()
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    logger.error("cannot accept connections (%s); pausing for %g s", exc, ACCEPT_PAUSE)
+                    self._pause_accepting()
+                    self._accept_paused_until = now + ACCEPT_PAUSE
+                else:  # e.g. ECONNABORTED: that one connection is gone, the next may be fine
+                    logger.info("accept failed: %s", exc)
+                return
+            sock.setblocking(False)
+            # Frames are written whole; Nagle's algorithm would only delay them.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            node = Node(sock, peer[0], peer[1], Connection(Role.MASTER), now)
+            self._open.add(node)
+            self._awaiting.append(node)
+            self._watch(node, _READ)
+            # A node sends its RegisterCN right after connecting, so it has
+            # often arrived by now: read it without another round of the loop.
+            self._on_readable(node)
+
+    def _expire_registrations(self, now: float) -> None:
+        limit = now - self._registration_timeout
+        awaiting = self._awaiting
+        while awaiting and awaiting[0].accepted_at <= limit:
+            node = awaiting.popleft()
+            if node.closed or node.registration is not None:
+                continue
+            where = "inside a frame" if node.connection.in_frame else "before its first frame"
+            self._drop(
+                node,
+                RemoteProtocolError(
+                    "MST-7", f"no whole RegisterCN within {self._registration_timeout:g} s; stalled {where}"
+                ),
+            )
+
+    # -- one node's I/O ---------------------------------------------------------------------
+    def _on_readable(self, node: Node) -> None:
+        try:
+            data = node.sock.recv(self._blocksize)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._drop(node, exc)
+            return
+        connection = node.connection
+        connection.receive_data(data)
+        while True:
+            try:
+                event = connection.next_event()
+            except RemoteProtocolError as exc:
+                self._drop(node, exc)
+                return
+            if event is NEED_DATA:
+                return
+            if isinstance(event, ConnectionClosed):
+                self._drop(node, PeerClosedError(f"compute node {node.key} closed the connection"))
+                return
+            # The master's side of the core yields no other command than a
+            # RegisterCN: it raises for anything else (MST-3, CN-5).
+            self._admit(node)
+            if node.closed:
+                return
+
+    def _on_writable(self, node: Node) -> None:
+        try:
+            flushed = node.flush()
+        except OSError as exc:
+            self._drop(node, exc)
+            return
+        if flushed:
+            self._flushed(node)
+
+    def _write(self, node: Node, data: bytes) -> None:
+        try:
+            flushed = node.write(data)
+        except OSError as exc:
+            self._drop(node, exc)
+            return
+        if flushed:
+            self._flushed(node)
+        else:
+            self._flushing.add(node)
+            self._watch(node, _READ_WRITE)
+
+    def _flushed(self, node: Node) -> None:
+        self._flushing.discard(node)
+        if node.close_when_flushed:
+            logger.debug("compute node %s: shut down, closing (MST-6)", node.key)
+            self._close(node)
+        else:
+            self._watch(node, _READ)
+
+    def _watch(self, node: Node, events: int) -> None:
+        if events == node.events:
+            return
+        if node.events:
+            self._selector.modify(node.sock, events, node)
+        else:
+            self._selector.register(node.sock, events, node)
+        node.events = events
+
+    # -- admitting registrations ---------------------------------------------------------------
+    def _admit_to_registry(self, wanted: int, progress: Optional[ProgressCallback], node: Node) -> None:
+        if len(self._registry) >= wanted:
+            logger.info("closing %s without ACK: all %d compute nodes have registered", node.key, wanted)
+            self._close(node)
+            return
+        node.connection.send(ACK(), frame=self._ack_frame)
+        self._write(node, self._ack_frame)
+        if node.closed:
+            return
+        self._registry[node.key] = node
+        logger.debug("registered compute node %s (%d/%d)", node.key, len(self._registry), wanted)
+        if progress is not None:
+            progress(node, len(self._registry))
+
+    def _admit_scripted(self, script: Sequence[Tuple[Command, bytes]], blob: bytes, node: Node) -> None:
+        connection = node.connection
+        connection.send(ACK(), frame=self._ack_frame)
+        for command, frame in script:
+            connection.send(command, frame=frame)
+        self._served += 1
+        logger.info("serving the script to compute node %s (#%d)", node.key, self._served)
+        node.close_when_flushed = True
+        self._write(node, blob)
+
+    def _refuse_registration(self, node: Node) -> None:  # pragma: no cover - no mode, no accept
+        # Connections are accepted only inside register() and serve_script(),
+        # and the ones that did not register are closed when those end.
+        self._drop(node, RemoteProtocolError("MST-3", "the master is not registering compute nodes now"))
+
+    # -- dropping -------------------------------------------------------------------------------
+    def _drop(self, node: Node, cause: BaseException) -> None:
+        """Close a node for ``cause``, and log it: the only way a bad peer affects the master."""
+        if node.registered:
+            logger.warning("compute node %s lost: %s", node.key, cause)
+        else:
+            logger.warning("closed the connection from %s without ACK: %s", node.key, cause)
+        self._close(node, cause)
+
+    def _close(self, node: Node, failure: Optional[BaseException] = None) -> None:
+        if node.closed:
+            return
+        node.closed = True
+        node.failure = failure
+        if node.events:
+            self._selector.unregister(node.sock)
+            node.events = 0
+        node.discard_outbox()
+        node.sock.close()
+        node.connection.close()
+        self._open.discard(node)
+        self._flushing.discard(node)
+        if self._registry.get(node.key) is node:
+            del self._registry[node.key]

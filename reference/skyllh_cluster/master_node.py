@@ -1,0 +1,287 @@
+"""The master node, with the API of ``skyllh.cluster.master_node``.
+
+Code written for the original changes only its import line::
+
+    from skyllh_cluster.master_node import MasterNode
+
+    master = MasterNode()
+    master.register_compute_nodes(n_cn=100, master_port=9999)
+    master.send_request({"trial": 1, "seed": 42})
+    master.shutdown_compute_nodes()
+
+Underneath, :class:`~skyllh_cluster.master.server.MasterServer` serves every
+node from one selector loop, so thousands of nodes cost one thread.  Where
+the original breaks, this one holds:
+
+* A node that stalls mid-frame, sends garbage, a wrong first command or a
+  malicious pickle is closed without an ACK and logged; the registration of
+  the others goes on (MST-3, MST-4).  Nothing received is unpickled.
+* ``register_compute_nodes`` takes an overall ``timeout`` and bounds each
+  connection's registration (``registration_timeout``, MST-7).
+* ``send_request`` and ``shutdown_compute_nodes`` encode the command once and
+  write it to every live node, whatever happens to the others (MST-8).  They
+  return a :class:`~skyllh_cluster.master.reports.BroadcastResult`; if any
+  node failed they raise one
+  :class:`~skyllh_cluster.master.reports.BroadcastError` *afterwards*, which
+  lists every failed node and its cause.  Failed nodes leave the registry.
+* A node whose live time has passed is dropped from the registry and sent
+  nothing (MST-9).
+* ``shutdown_compute_nodes`` closes each connection after its ShutdownCN
+  (MST-6) and empties the registry.
+* The listening socket sets ``SO_REUSEADDR`` (POSIX), so that a master can be
+  restarted on the same port at once; the original could not.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any, Dict, List, Optional
+
+from .clauses import Role
+from .commands import ACK, MSG, Command, RegisterCN, ShutdownCN
+from .master.node import Node
+from .master.reports import BroadcastError, BroadcastResult, RegistrationTimeout
+from .master.server import MasterServer
+from .protocol.connection import Connection, encode_command
+
+__all__ = ["CNRegistryEntry", "MasterNode", "BroadcastError", "BroadcastResult", "RegistrationTimeout"]
+
+logger = logging.getLogger(__name__)
+
+
+def _registered_connection(cn_start_time: Any, cn_live_time: Any) -> Connection:
+    """A master's connection taken through a registration, for a node registered elsewhere."""
+    connection = Connection(Role.MASTER)
+    connection.receive_data(encode_command(RegisterCN(cn_start_time, cn_live_time)))
+    connection.next_event()
+    connection.send(ACK())
+    return connection
+
+
+class CNRegistryEntry:
+    """A registered compute node: its socket, address and registration.
+
+    Made by :meth:`MasterNode.register_compute_nodes`.  Made by hand from a
+    socket whose node has already registered (and been sent its ACK), it can
+    be put into :attr:`MasterNode.cn_registry` like the original's.
+
+    ``sock``, ``addr``, ``port``, ``cn_start_time`` and ``cn_live_time`` are
+    read-only.
+    """
+
+    def __init__(self, sock: socket.socket, addr: str, port: int, cn_start_time: Any, cn_live_time: Any) -> None:
+        connection = _registered_connection(cn_start_time, cn_live_time)
+        self._node = Node(sock, addr, port, connection, time.monotonic())
+        self._server: Optional[MasterServer] = None
+
+    @classmethod
+    def _of(cls, node: Node, server: MasterServer) -> "CNRegistryEntry":
+        entry = cls.__new__(cls)
+        entry._node = node
+        entry._server = server
+        return entry
+
+    @property
+    def sock(self) -> socket.socket:
+        """The socket of the connection to the compute node."""
+        return self._node.sock
+
+    @property
+    def addr(self) -> str:
+        """The compute node's address."""
+        return self._node.addr
+
+    @property
+    def port(self) -> int:
+        """The compute node's port."""
+        return self._node.port
+
+    @property
+    def cn_start_time(self) -> int:
+        """The compute node's start, as Unix time, from its RegisterCN."""
+        return self._node.connection.registration.cn_start_time  # type: ignore[union-attr]
+
+    @property
+    def cn_live_time(self) -> int:
+        """The compute node's live time in seconds, from its RegisterCN."""
+        return self._node.connection.registration.cn_live_time  # type: ignore[union-attr]
+
+    @property
+    def key(self) -> str:
+        """(read-only) The CN's identification key, ``"addr:port"``."""
+        return self._node.key
+
+    def send_command(self, cmd: Command, timeout: Optional[float] = None) -> None:
+        """Send ``cmd`` to this compute node and wait until it is written.
+
+        After a ShutdownCN the connection is closed (MST-6).
+
+        Raises:
+            TypeError: ``cmd`` is not a :class:`~skyllh_cluster.commands.Command`.
+            LocalProtocolError: the connection's state forbids ``cmd`` (for
+                example anything after ShutdownCN).
+            OSError: the connection is broken.
+        """
+        if not isinstance(cmd, Command):
+            raise TypeError("The cmd argument must be an instance of Command!")
+        if self._server is not None:
+            self._server.send_now(self._node, cmd, timeout)
+            return
+        frame = self._node.connection.send(cmd)
+        self.sock.settimeout(timeout)
+        self.sock.sendall(frame)
+        if isinstance(cmd, ShutdownCN):
+            self._node.connection.close()
+            self.sock.close()
+            self._node.closed = True
+
+    def _attach(self, server: MasterServer) -> Node:
+        """Hand this entry's connection to ``server`` unless it has it already."""
+        if self._server is not server:
+            if not self._node.closed:
+                server.adopt(self._node)
+            self._server = server
+        return self._node
+
+    def __repr__(self) -> str:
+        return f"<CNRegistryEntry {self.key}>"
+
+
+class MasterNode:
+    """A master node that compute nodes register with, and that hands them work.
+
+    Args:
+        send_timeout: Seconds a broadcast or a ``send_command`` may wait for
+            slow nodes to take their frame; ``None`` waits as long as needed.
+            A node that is still not written to then counts as failed.
+    """
+
+    def __init__(self, *, send_timeout: Optional[float] = 60.0) -> None:
+        self.send_timeout = send_timeout
+        self._server: Optional[MasterServer] = None
+        self.cn_registry: Dict[str, CNRegistryEntry] = dict()
+
+    @property
+    def cn_registry(self) -> Dict[str, CNRegistryEntry]:
+        """The dictionary with the registered compute nodes, by key."""
+        return self._cn_registry
+
+    @cn_registry.setter
+    def cn_registry(self, d: Dict[str, CNRegistryEntry]) -> None:
+        if not isinstance(d, dict):
+            raise TypeError("The cn_registry property must be of type dict!")
+        self._cn_registry = d
+
+    def clear_cn_registry(self) -> None:
+        """Close the connections to all compute nodes and empty the registry."""
+        for entry in self._cn_registry.values():
+            if entry._server is not None:
+                entry._server.discard(entry._node)
+            else:
+                entry.sock.close()
+        self.cn_registry = dict()
+
+    def register_compute_nodes(
+        self,
+        n_cn: int = 10,
+        master_port: int = 9999,
+        blocksize: int = 2048,
+        *,
+        host: Optional[str] = None,
+        timeout: Optional[float] = None,
+        registration_timeout: float = 30.0,
+    ) -> None:
+        """Wait until ``n_cn`` compute nodes have registered.
+
+        Clears the registry, listens on ``(host, master_port)``, registers
+        nodes, and stops listening once ``n_cn`` are registered.
+
+        Args:
+            n_cn: How many compute nodes to register.
+            master_port: The port to listen on (0 picks a free one).
+            blocksize: Largest number of bytes read from a node at once.
+            host: The address to bind; ``None`` binds what the original
+                binds, ``socket.getfqdn(socket.gethostname())``.
+            timeout: Overall seconds to wait; ``None`` waits for ever.
+            registration_timeout: Seconds one connection may take to send its
+                whole RegisterCN before it is closed (MST-7).
+
+        Raises:
+            RegistrationTimeout: fewer than ``n_cn`` nodes registered within
+                ``timeout``; it says how many did, and those stay in
+                :attr:`cn_registry`.
+        """
+        self.clear_cn_registry()
+        if self._server is not None:
+            self._server.close()
+        if host is None:
+            host = socket.getfqdn(socket.gethostname())
+        server = MasterServer(blocksize=blocksize, registration_timeout=registration_timeout)
+        self._server = server
+        logger.debug("listening on %s:%d for %d compute nodes", host, master_port, n_cn)
+        server.listen(host, master_port, backlog=max(n_cn, 128))
+        try:
+            server.register(n_cn, timeout=timeout)
+        finally:
+            self.cn_registry = {node.key: CNRegistryEntry._of(node, server) for node in server.nodes}
+
+    def send_request(self, msg: Any) -> BroadcastResult:
+        """Send ``MSG(msg)`` to every registered compute node.
+
+        Returns the :class:`BroadcastResult` when every live node got it.
+
+        Raises:
+            BroadcastError: some nodes failed, after every other live node
+                got the message; the failed nodes left the registry.
+            LocalProtocolError: ``msg`` is outside the value subset or too
+                large for a frame; nothing was sent.
+        """
+        return self._broadcast(MSG(msg), close_after=False)
+
+    def shutdown_compute_nodes(self) -> BroadcastResult:
+        """Send ShutdownCN to every registered compute node, close them all and empty the registry.
+
+        Raises:
+            BroadcastError: as :meth:`send_request`.
+        """
+        return self._broadcast(ShutdownCN(), close_after=True)
+
+    def close(self) -> None:
+        """Close every connection and the engine."""
+        self.clear_cn_registry()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def __enter__(self) -> "MasterNode":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _broadcast(self, command: Command, *, close_after: bool) -> BroadcastResult:
+        entries = list(self._cn_registry.values())
+        for entry in entries:
+            if not isinstance(entry, CNRegistryEntry):
+                raise TypeError(f"cn_registry holds {entry!r}, which is not a CNRegistryEntry")
+        if self._server is None:
+            self._server = MasterServer()
+        server = self._server
+        nodes: List[Node] = [entry._attach(server) for entry in entries]
+        # An entry taken out of the registry is a node no longer wanted; the
+        # original closed its socket when the entry was garbage-collected.
+        wanted = set(nodes)
+        for node in server.connections:
+            if node not in wanted:
+                server.discard(node)
+        result = server.broadcast(command, nodes, timeout=self.send_timeout, close_after=close_after)
+        gone = set(result.failed) | set(result.expired)
+        if close_after:
+            self.cn_registry = dict()
+        elif gone:
+            self.cn_registry = {key: e for key, e in self._cn_registry.items() if e.key not in gone}
+        if result.failed:
+            raise BroadcastError(result)
+        return result
