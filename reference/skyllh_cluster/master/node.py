@@ -15,7 +15,6 @@ from typing import Deque, Optional, Union
 
 from ..commands import RegisterCN
 from ..protocol.connection import Connection
-from ..protocol.states import State
 
 __all__ = ["Node"]
 
@@ -75,8 +74,8 @@ class Node:
 
     @property
     def registered(self) -> bool:
-        """Whether the node registered and was answered with an ACK."""
-        return self.connection.state in (State.SERVING, State.SHUT_DOWN, State.EXPIRED)
+        """Whether the node's RegisterCN arrived (the engine answers it at once)."""
+        return self.connection.registration is not None
 
     @property
     def pending(self) -> int:
