@@ -47,6 +47,7 @@ from .protocol.connection import Connection
 from .protocol.events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
 from .protocol.states import State
 from .srvclt import send_to_socket
+from .wire.framing import HEADER_SIZE, MAX_PAYLOAD
 
 __all__ = [
     "DEFAULT_LIVE_TIME",
@@ -67,7 +68,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_LIVE_TIME = 2 * 60 * 60
 
 # One recv can take a whole frame of the largest size.
-_RECV_SIZE = 2 + 0xFFFF
+_RECV_SIZE = HEADER_SIZE + MAX_PAYLOAD
 # Never ask the socket for a zero or negative timeout (that would make it
 # non-blocking); the live-time check right after the wait ends the loop.
 _SHORTEST_WAIT = 1e-3

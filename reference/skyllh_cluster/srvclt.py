@@ -82,12 +82,13 @@ class Message:
 
     @msg.setter
     def msg(self, m: Any) -> None:
-        if not isinstance(m, bytes):
-            try:
-                m = str(m)
-            except Exception as exc:  # str() runs arbitrary __str__ code
-                raise TypeError("The msg property must be of type bytes or castable to type str!") from exc
-        self._msg = m
+        if isinstance(m, bytes):
+            self._msg: Union[bytes, str] = m
+            return
+        try:
+            self._msg = str(m)
+        except Exception as exc:  # str() runs arbitrary __str__ code
+            raise TypeError("The msg property must be of type bytes or castable to type str!") from exc
 
     def _encoded(self) -> bytes:
         msg = self._msg
