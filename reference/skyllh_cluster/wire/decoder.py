@@ -26,6 +26,48 @@ from typing import Any, Dict, List, NoReturn, Optional, Tuple
 from ..commands import ACK, MSG, Command, RegisterCN, ShutdownCN
 from ..errors import ProtocolError
 from . import opcodes as op
+from .opcodes import (  # bound as globals: the opcode loop compares against them
+    PROTO,
+    FRAME,
+    STOP,
+    MARK,
+    MEMOIZE,
+    BINPUT,
+    LONG_BINPUT,
+    BINGET,
+    LONG_BINGET,
+    NONE,
+    NEWTRUE,
+    NEWFALSE,
+    BININT1,
+    BININT2,
+    BININT,
+    LONG1,
+    LONG4,
+    BINFLOAT,
+    SHORT_BINUNICODE,
+    BINUNICODE,
+    BINUNICODE8,
+    SHORT_BINBYTES,
+    BINBYTES,
+    BINBYTES8,
+    EMPTY_LIST,
+    APPEND,
+    APPENDS,
+    EMPTY_DICT,
+    SETITEM,
+    SETITEMS,
+    EMPTY_TUPLE,
+    TUPLE1,
+    TUPLE2,
+    TUPLE3,
+    TUPLE,
+    GLOBAL,
+    STACK_GLOBAL,
+    NEWOBJ,
+    REDUCE,
+    BUILD,
+)
 from .encoder import encode_command
 from .values import MAX_DEPTH
 
@@ -55,6 +97,10 @@ _U64 = struct.Struct("<Q").unpack_from
 _F64 = struct.Struct(">d").unpack_from
 _VALUE_TYPES = frozenset((type(None), bool, int, float, str, bytes, list, tuple, dict))
 _EMPTY_TUPLE: Tuple[()] = ()
+_MAX_NODES = op.MAX_VALUE_NODES
+# Every container built may be nested one level deeper than a MSG value,
+# since the value sits in the command's state dict.
+_MAX_HEIGHT = MAX_DEPTH + 1
 
 # --- whole-payload and prefix fast paths -------------------------------------
 _CONSTANT_COMMANDS = {encode_command(ACK()): ACK, encode_command(ShutdownCN()): ShutdownCN}
@@ -125,6 +171,8 @@ def decode_payload(data: bytes) -> Command:
                     command = _new(MSG)
                     command.__dict__ = {_MSG_KEY: value}
                     return command
+    if size > 56 and data[11:56] == _MSG_HEAD and data[:3] == _PROTO4_FRAME:
+        return _Decoder(data).run_msg_value()
     return _Decoder(data).run()
 
 
@@ -149,34 +197,64 @@ class _Decoder:
     def __init__(self, data: bytes) -> None:
         self.data = data
 
-    def run(self) -> Command:  # noqa: C901 - one loop over the opcodes, on purpose
+    def run(self) -> Command:
+        """Decode the payload from its first byte."""
         data = self.data
-        size = len(data)
-        if not size:
+        if not data:
             _fail("ENC-1", "the payload is empty", 0)
-        if data[0] != op.PROTO:
+        if data[0] != PROTO:
             _fail("ENC-1", f"a payload starts with PROTO, not {op.opcode_name(data[0])}", 0)
-        if size < 2:
+        if len(data) < 2:
             _arg_overrun("PROTO", 0)
         protocol = data[1]
         if not op.MIN_PROTOCOL <= protocol <= op.MAX_PROTOCOL:
             _fail("ENC-1", f"pickle protocol {protocol} is not one of 2 to 5", 0)
-        allowed = _ALLOWED_BY_PROTOCOL[protocol]
+        return self.loop(protocol, 2, -1, None, [], {}, {id(_EMPTY_TUPLE): (1, 1)})
 
-        stack: List[Any] = []
+    def run_msg_value(self) -> Command:
+        """Decode a payload that starts like the canonical MSG, from its value on.
+
+        The first 56 bytes are the canonical header (checked by the caller
+        except for the FRAME length); this sets up the stack and memo exactly
+        as the loop would have left them there.
+        """
+        data = self.data
+        frame_end = 11 + _U64(data, 3)[0]
+        if frame_end > len(data):
+            return self.run()  # the loop reports the bad FRAME
+        command = _new(MSG)
+        state: Dict[Any, Any] = {}
+        key = data[52:55].decode("ascii")
+        memo = {0: data[13:36].decode("ascii"), 1: data[39:42].decode("ascii"), 2: _MSG_REF, 3: command, 4: state, 5: key}
+        info = {id(_EMPTY_TUPLE): (1, 1), id(state): (1, 1)}
+        return self.loop(4, 56, frame_end, command, [command, state, key], memo, info)
+
+    def loop(  # noqa: C901 - one loop over the opcodes, on purpose
+        self,
+        protocol: int,
+        pos: int,
+        frame_end: int,
+        command: Optional[Command],
+        stack: List[Any],
+        memo: Dict[int, Any],
+        info: Dict[int, Tuple[int, int]],
+    ) -> Command:
+        """Run the opcodes from ``pos`` to STOP.
+
+        ``info`` holds the height and tree size of every container built, by
+        id (ENC-6).  Every container is registered when it is made, so a
+        reused id always holds the current object's figures.
+        """
+        data = self.data
+        size = len(data)
+        allowed = _ALLOWED_BY_PROTOCOL[protocol]
         marks: List[int] = []
-        memo: Dict[int, Any] = {}
-        # Height and tree size of every container built, by id (ENC-6).
-        # Every container is registered when it is made, so a reused id
-        # always holds the current object's figures.
-        info: Dict[int, Tuple[int, int]] = {id(_EMPTY_TUPLE): (1, 1)}
         shared: set = set()  # ids of lists and dicts fetched from the memo
-        key_budget = op.MAX_VALUE_NODES
-        command: Optional[Command] = None
+        key_budget = _MAX_NODES
         built = False
-        pos = 2
-        end = size  # end of the current frame, or of the payload
-        frame_end = -1
+        # The end of the current frame, or of the payload; frame_end stays
+        # where the last FRAME ended, to refuse a FRAME inside a frame.
+        end = frame_end if frame_end > pos else size
         fence = 0  # stack items below this belong to an outer MARK
 
         while True:
@@ -194,13 +272,31 @@ class _Decoder:
                 _fail("ENC-2", f"opcode {op.opcode_name(code)} is not in the profile", start)
 
             # --- scalars -----------------------------------------------------
-            if code == op.SHORT_BINUNICODE or code == op.BINUNICODE or code == op.BINUNICODE8:
-                if code == op.SHORT_BINUNICODE:
+            if code in _PUT_OPS:
+                if code == MEMOIZE:
+                    index = len(memo)
+                elif code == BINPUT:
+                    if pos >= end:
+                        _arg_overrun("BINPUT", start)
+                    index = data[pos]
+                    pos += 1
+                else:
+                    if pos + 4 > end:
+                        _arg_overrun("LONG_BINPUT", start)
+                    index = _U32(data, pos)[0]
+                    pos += 4
+                if len(stack) <= fence:
+                    _fail("ENC-1", f"{op.opcode_name(code)} with nothing on the stack to store", start)
+                if index in memo:
+                    _fail("ENC-4", f"memo index {index} is already in use", start)
+                memo[index] = stack[-1]
+            elif code in _STR_OPS:
+                if code == SHORT_BINUNICODE:
                     if pos >= end:
                         _arg_overrun("SHORT_BINUNICODE", start)
                     length = data[pos]
                     pos += 1
-                elif code == op.BINUNICODE:
+                elif code == BINUNICODE:
                     if pos + 4 > end:
                         _arg_overrun("BINUNICODE", start)
                     length = _U32(data, pos)[0]
@@ -217,89 +313,13 @@ class _Decoder:
                 except UnicodeDecodeError as exc:
                     _fail("ENC-1", f"the string is not valid UTF-8: {exc.reason}", pos + exc.start)
                 pos += length
-            elif code == op.MEMOIZE or code == op.BINPUT or code == op.LONG_BINPUT:
-                if code == op.MEMOIZE:
-                    index = len(memo)
-                elif code == op.BINPUT:
-                    if pos >= end:
-                        _arg_overrun("BINPUT", start)
-                    index = data[pos]
-                    pos += 1
-                else:
-                    if pos + 4 > end:
-                        _arg_overrun("LONG_BINPUT", start)
-                    index = _U32(data, pos)[0]
-                    pos += 4
-                if len(stack) <= fence:
-                    _fail("ENC-1", f"{op.opcode_name(code)} with nothing on the stack to store", start)
-                if index in memo:
-                    _fail("ENC-4", f"memo index {index} is already in use", start)
-                memo[index] = stack[-1]
-            elif code == op.BININT1:
+            elif code == BININT1:
                 if pos >= end:
                     _arg_overrun("BININT1", start)
                 stack.append(data[pos])
                 pos += 1
-            elif code == op.BININT2:
-                if pos + 2 > end:
-                    _arg_overrun("BININT2", start)
-                stack.append(data[pos] | data[pos + 1] << 8)
-                pos += 2
-            elif code == op.BININT:
-                if pos + 4 > end:
-                    _arg_overrun("BININT", start)
-                stack.append(_I32(data, pos)[0])
-                pos += 4
-            elif code == op.LONG1 or code == op.LONG4:
-                if code == op.LONG1:
-                    if pos >= end:
-                        _arg_overrun("LONG1", start)
-                    length = data[pos]
-                    pos += 1
-                else:
-                    if pos + 4 > end:
-                        _arg_overrun("LONG4", start)
-                    length = _I32(data, pos)[0]
-                    pos += 4
-                    if length < 0:
-                        _fail("ENC-1", f"LONG4 with a negative byte count ({length})", start)
-                if pos + length > end:
-                    _arg_overrun(op.opcode_name(code), start)
-                stack.append(int.from_bytes(data[pos : pos + length], "little", signed=True))
-                pos += length
-            elif code == op.BINFLOAT:
-                if pos + 8 > end:
-                    _arg_overrun("BINFLOAT", start)
-                stack.append(_F64(data, pos)[0])
-                pos += 8
-            elif code == op.SHORT_BINBYTES or code == op.BINBYTES or code == op.BINBYTES8:
-                if code == op.SHORT_BINBYTES:
-                    if pos >= end:
-                        _arg_overrun("SHORT_BINBYTES", start)
-                    length = data[pos]
-                    pos += 1
-                elif code == op.BINBYTES:
-                    if pos + 4 > end:
-                        _arg_overrun("BINBYTES", start)
-                    length = _U32(data, pos)[0]
-                    pos += 4
-                else:
-                    if pos + 8 > end:
-                        _arg_overrun("BINBYTES8", start)
-                    length = _U64(data, pos)[0]
-                    pos += 8
-                if pos + length > end:
-                    _arg_overrun(op.opcode_name(code), start)
-                stack.append(data[pos : pos + length])
-                pos += length
-            elif code == op.NONE:
-                stack.append(None)
-            elif code == op.NEWTRUE:
-                stack.append(True)
-            elif code == op.NEWFALSE:
-                stack.append(False)
-            elif code == op.BINGET or code == op.LONG_BINGET:
-                if code == op.BINGET:
+            elif code in _GET_OPS:
+                if code == BINGET:
                     if pos >= end:
                         _arg_overrun("BINGET", start)
                     index = data[pos]
@@ -317,25 +337,15 @@ class _Decoder:
                 if kind is list or kind is dict:
                     shared.add(id(item))
                 stack.append(item)
-
-            # --- containers --------------------------------------------------
-            elif code == op.MARK:
+            elif code == NONE:
+                stack.append(None)
+            elif code == MARK:
                 marks.append(fence)
                 fence = len(stack)
-            elif code == op.EMPTY_LIST:
-                item = []
-                info[id(item)] = (1, 1)
-                stack.append(item)
-            elif code == op.EMPTY_DICT:
-                item = {}
-                info[id(item)] = (1, 1)
-                stack.append(item)
-            elif code == op.EMPTY_TUPLE:
-                stack.append(_EMPTY_TUPLE)
-            elif code == op.APPEND or code == op.APPENDS or code == op.SETITEM or code == op.SETITEMS:
-                if code == op.APPEND:
+            elif code in _FILL_OPS:
+                if code == APPEND:
                     first = len(stack) - 1
-                elif code == op.SETITEM:
+                elif code == SETITEM:
                     first = len(stack) - 2
                 else:
                     if not marks:
@@ -346,7 +356,7 @@ class _Decoder:
                 if target_at < fence:
                     _fail("ENC-1", f"{op.opcode_name(code)} without a container below its items", start)
                 target = stack[target_at]
-                is_list = code == op.APPEND or code == op.APPENDS
+                is_list = code == APPEND or code == APPENDS
                 if type(target) is not (list if is_list else dict):
                     _fail(
                         "ENC-1",
@@ -369,9 +379,9 @@ class _Decoder:
                         tree += item_tree
                     else:
                         tree += 1
-                if height > MAX_DEPTH + 1:
+                if height > _MAX_HEIGHT:
                     _fail("ENC-6", f"the value is nested deeper than {MAX_DEPTH} containers", start)
-                if tree > op.MAX_VALUE_NODES:
+                if tree > _MAX_NODES:
                     _fail("ENC-6", f"an object has more than {op.MAX_VALUE_NODES} nodes as a tree", start)
                 info[id(target)] = (height, tree)
                 if is_list:
@@ -389,14 +399,24 @@ class _Decoder:
                             target[key] = items[i + 1]
                         except TypeError:
                             _fail("VAL-2", f"a dict key must be hashable, not {_describe(key)}", start)
-            elif code == op.TUPLE1 or code == op.TUPLE2 or code == op.TUPLE3 or code == op.TUPLE:
-                if code == op.TUPLE:
+            elif code == EMPTY_LIST:
+                item = []
+                info[id(item)] = (1, 1)
+                stack.append(item)
+            elif code == EMPTY_DICT:
+                item = {}
+                info[id(item)] = (1, 1)
+                stack.append(item)
+            elif code == EMPTY_TUPLE:
+                stack.append(_EMPTY_TUPLE)
+            elif code in _TUPLE_OPS:
+                if code == TUPLE:
                     if not marks:
                         _fail("ENC-1", "TUPLE without a MARK", start)
                     first = fence
                     fence = marks.pop()
                 else:
-                    first = len(stack) - (code - op.TUPLE1 + 1)
+                    first = len(stack) - (code - TUPLE1 + 1)
                     if first < fence:
                         _fail("ENC-1", f"{op.opcode_name(code)} with too few items on the stack", start)
                 items = stack[first:]
@@ -413,23 +433,77 @@ class _Decoder:
                         tree += item_tree
                     else:
                         tree += 1
-                if height + 1 > MAX_DEPTH + 1:
+                if height >= _MAX_HEIGHT:
                     _fail("ENC-6", f"the value is nested deeper than {MAX_DEPTH} containers", start)
-                if tree > op.MAX_VALUE_NODES:
+                if tree > _MAX_NODES:
                     _fail("ENC-6", f"an object has more than {op.MAX_VALUE_NODES} nodes as a tree", start)
                 item = tuple(items)
                 info[id(item)] = (height + 1, tree)
                 stack.append(item)
-
-            # --- globals and objects -----------------------------------------
-            elif code == op.GLOBAL:
+            elif code == BINFLOAT:
+                if pos + 8 > end:
+                    _arg_overrun("BINFLOAT", start)
+                stack.append(_F64(data, pos)[0])
+                pos += 8
+            elif code == BININT2:
+                if pos + 2 > end:
+                    _arg_overrun("BININT2", start)
+                stack.append(data[pos] | data[pos + 1] << 8)
+                pos += 2
+            elif code == BININT:
+                if pos + 4 > end:
+                    _arg_overrun("BININT", start)
+                stack.append(_I32(data, pos)[0])
+                pos += 4
+            elif code == NEWTRUE:
+                stack.append(True)
+            elif code == NEWFALSE:
+                stack.append(False)
+            elif code in _BYTES_OPS:
+                if code == SHORT_BINBYTES:
+                    if pos >= end:
+                        _arg_overrun("SHORT_BINBYTES", start)
+                    length = data[pos]
+                    pos += 1
+                elif code == BINBYTES:
+                    if pos + 4 > end:
+                        _arg_overrun("BINBYTES", start)
+                    length = _U32(data, pos)[0]
+                    pos += 4
+                else:
+                    if pos + 8 > end:
+                        _arg_overrun("BINBYTES8", start)
+                    length = _U64(data, pos)[0]
+                    pos += 8
+                if pos + length > end:
+                    _arg_overrun(op.opcode_name(code), start)
+                stack.append(data[pos : pos + length])
+                pos += length
+            elif code in _LONG_OPS:
+                if code == LONG1:
+                    if pos >= end:
+                        _arg_overrun("LONG1", start)
+                    length = data[pos]
+                    pos += 1
+                else:
+                    if pos + 4 > end:
+                        _arg_overrun("LONG4", start)
+                    length = _I32(data, pos)[0]
+                    pos += 4
+                    if length < 0:
+                        _fail("ENC-1", f"LONG4 with a negative byte count ({length})", start)
+                if pos + length > end:
+                    _arg_overrun(op.opcode_name(code), start)
+                stack.append(int.from_bytes(data[pos : pos + length], "little", signed=True))
+                pos += length
+            elif code == GLOBAL:
                 newline = data.find(b"\n", pos, end)
                 second = data.find(b"\n", newline + 1, end) if newline >= 0 else -1
                 if second < 0:
                     _fail("ENC-1", "GLOBAL needs two lines, module and name", start)
                 stack.append(_global_ref(data[pos:newline], data[newline + 1 : second], start))
                 pos = second + 1
-            elif code == op.STACK_GLOBAL:
+            elif code == STACK_GLOBAL:
                 if len(stack) - 2 < fence:
                     _fail("ENC-1", "STACK_GLOBAL needs a module and a name on the stack", start)
                 name = stack.pop()
@@ -437,7 +511,7 @@ class _Decoder:
                 if type(module) is not str or type(name) is not str:
                     _fail("ENC-3", "STACK_GLOBAL needs two str, the module and the name", start)
                 stack.append(_global_ref(module, name, start))
-            elif code == op.NEWOBJ:
+            elif code == NEWOBJ:
                 if len(stack) - 2 < fence:
                     _fail("ENC-1", "NEWOBJ needs a class and arguments on the stack", start)
                 args = stack.pop()
@@ -450,13 +524,13 @@ class _Decoder:
                     _fail("CMD-1", "a payload holds exactly one command", start)
                 command = _new(_COMMAND_CLASSES[cls_ref.name])
                 stack.append(command)
-            elif code == op.REDUCE:
+            elif code == REDUCE:
                 if len(stack) - 2 < fence:
                     _fail("ENC-1", "REDUCE needs a callable and arguments on the stack", start)
                 args = stack.pop()
                 func = stack.pop()
                 stack.append(_reduce_to_bytes(func, args, start))
-            elif code == op.BUILD:
+            elif code == BUILD:
                 if len(stack) - 2 < fence:
                     _fail("ENC-1", "BUILD needs an object and a state on the stack", start)
                 state = stack.pop()
@@ -467,9 +541,7 @@ class _Decoder:
                     _fail(_STATE_CLAUSE[type(command)], "the command's state is set twice", start)
                 _apply_state(command, state, start)
                 built = True
-
-            # --- framing and the end ------------------------------------------
-            elif code == op.FRAME:
+            elif code == FRAME:
                 if start < frame_end:
                     _fail("ENC-1", "FRAME inside a frame", start)
                 if pos + 8 > size:
@@ -479,7 +551,7 @@ class _Decoder:
                 if pos + length > size:
                     _fail("ENC-1", f"FRAME of {length} bytes runs past the end of the payload", start)
                 frame_end = end = pos + length
-            elif code == op.STOP:
+            elif code == STOP:
                 if pos != size:
                     _fail("ENC-1", f"{size - pos} bytes after STOP", pos)
                 if marks or len(stack) != 1:
@@ -498,7 +570,15 @@ _ALLOWED_BY_PROTOCOL = {
     protocol: frozenset(code for code, spec in op.PROFILE_OPCODES.items() if protocol in spec.protocols)
     for protocol in range(op.MIN_PROTOCOL, op.MAX_PROTOCOL + 1)
 }
+_STR_OPS = frozenset((SHORT_BINUNICODE, BINUNICODE, BINUNICODE8))
+_PUT_OPS = frozenset((MEMOIZE, BINPUT, LONG_BINPUT))
+_GET_OPS = frozenset((BINGET, LONG_BINGET))
+_LONG_OPS = frozenset((LONG1, LONG4))
+_BYTES_OPS = frozenset((SHORT_BINBYTES, BINBYTES, BINBYTES8))
+_FILL_OPS = frozenset((APPEND, APPENDS, SETITEM, SETITEMS))
+_TUPLE_OPS = frozenset((TUPLE1, TUPLE2, TUPLE3, TUPLE))
 _STATE_CLAUSE = {RegisterCN: "CMD-3", MSG: "CMD-4"}
+_MSG_REF = GlobalRef(op.COMMAND_MODULE, "MSG", op.GlobalRole.COMMAND_CLASS)
 
 
 def _describe(obj: Any) -> str:
