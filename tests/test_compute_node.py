@@ -509,7 +509,7 @@ def test_main_parses_the_originals_arguments_and_serves(master, capsys) -> None:
     saved = root.handlers[:], root.level
     status: List[int] = []
     started = time.time()
-    argv = ["127.0.0.1", str(master.port), "--live-time", "30", "--log-level", "ERROR"]
+    argv = ["127.0.0.1", str(master.port), "--live-time", "30", "--log-level", "error"]
     thread = threading.Thread(target=lambda: status.append(main(argv)), daemon=True)
     try:
         thread.start()

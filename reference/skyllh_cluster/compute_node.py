@@ -397,12 +397,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_arguments(parser)
     parser.add_argument(
         "--log-level",
-        default="WARNING",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default="warning",
+        choices=("debug", "info", "warning", "error", "critical"),
         help="Log messages of this level and above on stderr (default: %(default)s).",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return run_compute_node(args.master_addr, args.master_port, args.live_time)
 
 
