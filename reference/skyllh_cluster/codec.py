@@ -20,6 +20,8 @@ skyllh_cluster.errors.ProtocolError: [ENC-1] at offset 0: a payload starts with 
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
 from typing import Union
 
 from .commands import Command
@@ -73,9 +75,15 @@ def loads_checked(payload: Buffer) -> Command:
     together by property tests.  Use it to audit untrusted payloads where a
     clear, table-driven parse matters more than speed.
     """
-    from .wire.grammar import parse_payload  # construct is imported only when needed
+    return _grammar().parse_payload(_as_bytes(payload))
 
-    return parse_payload(_as_bytes(payload))
+
+@functools.lru_cache(maxsize=None)
+def _grammar() -> ModuleType:
+    # construct is imported on first use only: loads and dumps do not need it.
+    from .wire import grammar
+
+    return grammar
 
 
 def dumps(command: Command) -> bytes:

@@ -239,6 +239,8 @@ class _ValueWriter:
 def _command_state(command: Command) -> Dict[str, Any]:
     """The instance dict to BUILD, checked against CMD-1 to CMD-4."""
     kind = type(command)
+    if kind not in (ACK, ShutdownCN, RegisterCN, MSG):
+        raise LocalProtocolError("CMD-1", f"{kind.__qualname__} is not one of the four command classes")
     state = command.__dict__
     if kind is ACK or kind is ShutdownCN:
         if state:
@@ -249,11 +251,8 @@ def _command_state(command: Command) -> Dict[str, Any]:
         for key, value in state.items():
             if type(value) is not int:
                 raise LocalProtocolError("CMD-3", f"RegisterCN {key.lstrip('_')} must be an int, not {type(value).__name__}")
-    elif kind is MSG:
-        if list(state) != ["msg"]:
-            raise LocalProtocolError("CMD-4", f"MSG state must be exactly the key msg, not {list(state)}")
-    else:
-        raise LocalProtocolError("CMD-1", f"{kind.__qualname__} is not one of the four command classes")
+    elif list(state) != ["msg"]:
+        raise LocalProtocolError("CMD-4", f"MSG state must be exactly the key msg, not {list(state)}")
     return state
 
 
