@@ -241,13 +241,13 @@ def test_decoding_never_imports_calls_or_executes(monkeypatch: pytest.MonkeyPatc
 
     # Warm the lazy import of the grammar first, so that any import after it is the payload's.
     loads_checked(dumps(ACK()))
-    monkeypatch.setattr(builtins, "__import__", spy_import)
+    payloads = malicious_payloads()
     monkeypatch.setattr(os, "system", lambda *a: touched.append("os.system"))
     monkeypatch.setattr(builtins, "eval", lambda *a: touched.append("eval"))
     monkeypatch.setattr(builtins, "exec", lambda *a: touched.append("exec"))
     monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: touched.append("Popen"))
+    monkeypatch.setattr(builtins, "__import__", spy_import)  # last: monkeypatch itself imports
     CANARY_CALLS.clear()
-    payloads = malicious_payloads()
     outcomes = []
     for payload in payloads:
         for decode in (loads, loads_checked):
