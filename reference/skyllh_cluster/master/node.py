@@ -40,6 +40,7 @@ class Node:
         "port",
         "connection",
         "accepted_at",
+        "key",
         "failure",
         "closed",
         "close_when_flushed",
@@ -53,6 +54,8 @@ class Node:
         self.port = port
         self.connection = connection
         self.accepted_at = accepted_at
+        #: The node's identification key, ``"addr:port"`` as in the original.
+        self.key = f"{addr}:{port}"
         self.failure: Optional[BaseException] = None
         #: Whether the engine has closed this node's socket.
         self.closed = False
@@ -61,11 +64,6 @@ class Node:
         self._outbox: Deque[_Chunk] = deque()
         #: The selector events the engine watches for this node (0: none).
         self.events = 0
-
-    @property
-    def key(self) -> str:
-        """The node's identification key, ``"addr:port"`` as in the original."""
-        return f"{self.addr}:{self.port}"
 
     @property
     def registration(self) -> Optional[RegisterCN]:
@@ -82,6 +80,11 @@ class Node:
         """Bytes queued for the node that its socket has not taken yet."""
         return sum(len(chunk) for chunk in self._outbox)
 
+    @property
+    def has_queued(self) -> bool:
+        """Whether bytes are queued; a new frame must then go behind them."""
+        return bool(self._outbox)
+
     def write(self, data: bytes) -> bool:
         """Write ``data`` after anything still queued; return whether all went out.
 
@@ -95,6 +98,10 @@ class Node:
             sent = self.sock.send(data)
         except BlockingIOError:
             sent = 0
+        return self.queue_unsent(data, sent)
+
+    def queue_unsent(self, data: bytes, sent: int) -> bool:
+        """Queue what the socket did not take of ``data`` (it took ``sent`` bytes); return whether it took all."""
         if sent == len(data):
             return True
         self._outbox.append(memoryview(data)[sent:])

@@ -42,6 +42,7 @@ from ..commands import ACK, Command, ShutdownCN
 from ..errors import LocalProtocolError, RemoteProtocolError
 from ..protocol.connection import Connection, encode_command
 from ..protocol.events import NEED_DATA, ConnectionClosed
+from .fanout import FanOut
 from .fdlimit import ensure_fd_limit
 from .node import Node
 from .reports import BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError
@@ -74,6 +75,38 @@ _LISTENER = "listener"
 _WAKE = "wake"
 
 
+_CLOSED = "closed"
+_EXPIRED = "expired"
+_QUEUED = "queued"
+
+
+def _deliver(command: Command, frame: bytes, now: float, close_after: bool, node: Node) -> object:
+    """One node's share of a broadcast; runs on a fan-out thread and touches only ``node``.
+
+    Returns :data:`_CLOSED`, :data:`_EXPIRED`, :data:`_QUEUED` (bytes are
+    queued: the frame must go behind them, on the loop's thread), the bytes
+    the socket took, or the error.
+    """
+    if node.closed:
+        return _CLOSED
+    connection = node.connection
+    if connection.expire_if_due(now):
+        return _EXPIRED
+    try:
+        connection.send(command, frame=frame)
+    except LocalProtocolError as exc:
+        return exc
+    node.close_when_flushed = close_after
+    if node.has_queued:
+        return _QUEUED
+    try:
+        return node.sock.send(frame)
+    except BlockingIOError:
+        return 0
+    except OSError as exc:
+        return exc
+
+
 class MasterServer:
     """The event-loop engine of a master node.
 
@@ -82,12 +115,17 @@ class MasterServer:
         registration_timeout: Seconds a connection may take, from accept, to
             deliver its whole RegisterCN (MST-7, FRM-6); after that it is
             closed without an ACK.
+        send_threads: Threads that make the ``send`` calls of a large
+            broadcast (see :mod:`~skyllh_cluster.master.fanout`); default:
+            one per CPU, at most 4.
 
     Use it as a context manager, or call :meth:`close`, to close every
     socket it opened.
     """
 
-    def __init__(self, *, blocksize: int = 2048, registration_timeout: float = 30.0) -> None:
+    def __init__(
+        self, *, blocksize: int = 2048, registration_timeout: float = 30.0, send_threads: Optional[int] = None
+    ) -> None:
         if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
             raise ValueError(f"blocksize must be a positive int, not {blocksize!r}")
         if not registration_timeout > 0:
@@ -105,6 +143,7 @@ class MasterServer:
         self._flushing: Set[Node] = set()
         self._admit: Callable[[Node], None] = self._refuse_registration
         self._ack_frame = encode_command(ACK())
+        self._fanout = FanOut(send_threads)
         self._served = 0
         self._stop_requested = False
         self._closed = False
@@ -283,25 +322,28 @@ class MasterServer:
         name = type(command).__name__
         self._poll()
         targets = list(self._registry.values()) if nodes is None else list(nodes)
-        now = time.time()
+        step = functools.partial(_deliver, command, frame, time.time(), close_after)
         expired: List[str] = []
         already_failed: Dict[str, BaseException] = {}
-        for node in targets:
-            if node.closed:
+        whole = len(frame)
+        for node, outcome in zip(targets, self._fanout.map(step, targets)):
+            if outcome == whole and not close_after:
+                continue  # the common case: all taken, nothing to track
+            if outcome is _CLOSED:
                 already_failed[node.key] = node.failure or PeerClosedError("the connection was already closed")
-                continue
-            if node.connection.expire_if_due(now):
+            elif outcome is _EXPIRED:
                 logger.info("compute node %s: live time passed; dropped without sending %s", node.key, name)
                 expired.append(node.key)
                 self._close(node)
-                continue
-            try:
-                node.connection.send(command, frame=frame)
-            except LocalProtocolError as exc:
-                self._drop(node, exc)
-                continue
-            node.close_when_flushed = close_after
-            self._write(node, frame)
+            elif outcome is _QUEUED:
+                self._write(node, frame)
+            elif isinstance(outcome, BaseException):  # OSError, or LocalProtocolError from the state
+                self._drop(node, outcome)
+            elif node.queue_unsent(frame, outcome):
+                self._flushed(node)
+            else:
+                self._flushing.add(node)
+                self._watch(node, _READ_WRITE)
         deadline = None if timeout is None else time.monotonic() + timeout
         self._run(lambda: not self._flushing, deadline)
         for node in list(self._flushing):
@@ -370,6 +412,7 @@ class MasterServer:
         self.stop_listening()
         for node in list(self._open):
             self._close(node)
+        self._fanout.close()
         self._selector.close()
         self._wake_recv.close()
         self._wake_send.close()
@@ -438,15 +481,13 @@ class MasterServer:
                     logger.info("accept failed: %s", exc)
                 return
             sock.setblocking(False)
-            # Frames are written whole; Nagle's algorithm would only delay them.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             node = Node(sock, peer[0], peer[1], Connection(Role.MASTER), now)
             self._open.add(node)
             self._awaiting.append(node)
+            # Its RegisterCN is read when it arrives.  (Reading at once finds
+            # nothing most of the time: the handshake completes before the
+            # node has even written.)
             self._watch(node, _READ)
-            # A node sends its RegisterCN right after connecting, so it has
-            # often arrived by now: read it without another round of the loop.
-            self._on_readable(node)
 
     def _expire_registrations(self, now: float) -> None:
         limit = now - self._registration_timeout

@@ -1,0 +1,436 @@
+"""Master benchmark: our MasterNode against the original, with the same raw nodes.
+
+Run with ``python -m benchmarks`` (all benchmarks) or
+``python benchmarks/bench_master.py``.  In one run, side by side:
+
+1. registering N (default 5000) compute nodes: the wall time of
+   ``register_compute_nodes``; ours must take at most the original's time;
+2. broadcasting one 100-character MSG to those N nodes, from the call of
+   ``send_request`` until the last node has the whole frame; ours must take
+   at most half the original's latency;
+
+and, for ours alone, 10,000 concurrent nodes (registration time, broadcast
+latency), the memory per node (RSS growth while registering / N) and the
+master process's open file descriptors after shutdown (must be back to the
+count before the master was made).
+
+The compute nodes are raw sockets driven by a load generator in a separate
+process (this file run with ``--loadgen``; standard library only, one
+selectors loop): it opens the connections to 127.0.0.1 with a bounded number
+of connects in flight, writes a RegisterCN frame as soon as each connects,
+reads the ACK, and notes when each node has received each further whole
+frame.  Both processes read the same system-wide monotonic clock.
+
+The RegisterCN frame is the canonical encoding of
+``RegisterCN(<now>, 7200)``: the golden frame of the spec carries a start
+time in 2024, so its live time has passed, and our master would (rightly,
+MST-9) drop such nodes instead of sending to them.
+
+Exits 1 when a required ratio is not met.  Timing lives here, not in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import IO, Any, Callable, Dict, List, Optional, Tuple
+
+# --- the load generator (runs in its own process; standard library only) ------------
+
+_PHASE_LIMIT = 120.0  # seconds; every phase of the generator is bounded
+_CONNECTS_IN_FLIGHT = 1024  # stays below the listen backlog, so no SYN is dropped
+_RETRY_DELAY = 0.002
+_RECV_SIZE = 16384
+_POLL_INTERVAL = float(os.environ.get('POLL', '0.0005'))
+
+
+class _RawNode:
+    __slots__ = ("sock", "buf", "frames", "connected", "eof")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.frames = 0  # whole frames received, the ACK included
+        self.connected = False
+        self.eof = False
+
+
+def _raise_fd_limit(wanted: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+
+
+class LoadGenerator:
+    """N raw compute nodes on one selector (the generator process's whole job)."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.nodes: List[_RawNode] = []
+        self.done_at: Dict[int, float] = {}  # frames -> when the last node reached that many
+
+    def connect(self, n: int, port: int, register_frame: bytes) -> Dict[str, Any]:
+        """Open ``n`` connections, register each and wait for every ACK."""
+        _raise_fd_limit(n + 256)
+        limit = time.monotonic() + _PHASE_LIMIT
+        started = 0
+        in_flight = 0
+        acked = 0
+        retries = 0
+        while acked < n:
+            now = time.monotonic()
+            if now > limit:
+                raise TimeoutError(f"only {acked} of {n} nodes were acknowledged")
+            while started < n and in_flight < _CONNECTS_IN_FLIGHT:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", port))
+                node = _RawNode(sock)
+                self.selector.register(sock, selectors.EVENT_WRITE, node)
+                started += 1
+                in_flight += 1
+            for key, _ in self.selector.select(0.05):
+                node = key.data
+                if not node.connected:
+                    error = node.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    self.selector.unregister(node.sock)
+                    if error:  # refused: the master is not listening yet
+                        node.sock.close()
+                        started -= 1
+                        in_flight -= 1
+                        retries += 1
+                        time.sleep(_RETRY_DELAY)
+                        continue
+                    node.connected = True
+                    node.sock.send(register_frame)  # pipelined: no wait before reading
+                    self.selector.register(node.sock, selectors.EVENT_READ, node)
+                    self.nodes.append(node)
+                    continue
+                if self._read(node) and node.frames == 1:
+                    acked += 1
+                    in_flight -= 1
+        self.done_at[1] = time.monotonic()
+        return {"acked": acked, "retries": retries, "last_ack": self.done_at[1]}
+
+    def _read(self, node: _RawNode) -> bool:
+        """Read what arrived; return whether a frame completed.
+
+        Kept lean: the generator's own cost is part of every latency measured.
+        """
+        try:
+            data = node.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return False
+        except ConnectionError:
+            data = b""
+        if not data:
+            node.eof = True
+            self.selector.unregister(node.sock)
+            return False
+        buf = node.buf
+        if not buf and len(data) == 2 + (data[0] | data[1] << 8):  # exactly one whole frame
+            node.frames += 1
+            return True
+        buf += data
+        completed = False
+        while len(buf) >= 2:
+            size = buf[0] | buf[1] << 8
+            if len(buf) < 2 + size:
+                break
+            del buf[: 2 + size]
+            node.frames += 1
+            completed = True
+        return completed
+
+    def await_frames(self, frames: int) -> Dict[str, Any]:
+        """Wait until every node has received ``frames`` whole frames; say when the last did."""
+        limit = time.monotonic() + _PHASE_LIMIT
+        behind = sum(1 for node in self.nodes if node.frames < frames)
+        last = 0.0
+        while behind:
+            if time.monotonic() > limit:
+                raise TimeoutError(f"{behind} nodes did not receive frame {frames}")
+            events = self.selector.select(0)
+            if not events:
+                time.sleep(_POLL_INTERVAL)
+            for key, _ in events:
+                node = key.data
+                before = node.frames
+                if self._read(node):
+                    last = time.monotonic()
+                    if before < frames <= node.frames:
+                        behind -= 1
+                elif node.eof and node.frames < frames:
+                    raise ConnectionError(f"a node lost its connection after {node.frames} frames")
+        return {"last": last}
+
+    def close(self) -> Dict[str, Any]:
+        """Wait (bounded) for the master to close each connection, then close ours."""
+        limit = time.monotonic() + 10.0
+        while any(not node.eof for node in self.nodes) and time.monotonic() < limit:
+            for key, _ in self.selector.select(0.2):
+                self._read(key.data)
+        closed_by_master = sum(node.eof for node in self.nodes)
+        for node in self.nodes:
+            if not node.eof:
+                self.selector.unregister(node.sock)
+            node.sock.close()
+        count = len(self.nodes)
+        self.nodes = []
+        return {"closed_by_master": closed_by_master, "nodes": count}
+
+
+def _loadgen_main(commands: IO[str], replies: IO[str]) -> int:
+    generator = LoadGenerator()
+    for line in commands:
+        request = json.loads(line)
+        op = request.pop("op")
+        try:
+            if op == "connect":
+                reply = generator.connect(request["n"], request["port"], bytes.fromhex(request["frame"]))
+            elif op == "await":
+                reply = generator.await_frames(request["frames"])
+            elif op == "close":
+                reply = generator.close()
+            else:
+                reply = {"error": f"unknown op {op!r}"}
+        except Exception as exc:  # report to the driver instead of dying silently
+            reply = {"error": repr(exc)}
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
+    return 0
+
+
+# --- the driver (the master's process) ---------------------------------------------------
+
+
+class _Generator:
+    """The driver's handle on the load generator process."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--loadgen"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def send(self, op: str, **fields: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+        self.process.stdin.flush()
+
+    def reply(self) -> Dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError("the load generator exited")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"load generator: {reply['error']}")
+        return reply
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _Masters:
+    """Our MasterNode and the original's, behind one interface."""
+
+    def __init__(self) -> None:
+        import skyllh.cluster.master_node as original
+        from skyllh.cluster import commands  # noqa: F401  (the classes the original unpickles)
+
+        from skyllh_cluster.commands import RegisterCN
+        from skyllh_cluster.master_node import MasterNode
+        from skyllh_cluster.protocol.connection import encode_command
+
+        self.original = original
+        self.ours = MasterNode
+        self.register_frame = encode_command(RegisterCN(int(time.time()), 7200))
+        self._check_original_binds_loopback()
+
+    @staticmethod
+    def _check_original_binds_loopback() -> None:
+        # The original binds getfqdn(gethostname()).  Only loopback is allowed
+        # here: if that name does not resolve into 127.0.0.0/8, make it.
+        name = socket.getfqdn(socket.gethostname())
+        if not socket.gethostbyname(name).startswith("127."):
+            socket.getfqdn = lambda *args: "127.0.0.1"  # type: ignore[assignment]
+
+    def make(self, which: str) -> Any:
+        return self.ours() if which == "ours" else self.original.MasterNode()
+
+    def register(self, which: str, master: Any, n: int, port: int) -> None:
+        if which == "ours":
+            master.register_compute_nodes(n, port, host="127.0.0.1", timeout=_PHASE_LIMIT)
+        else:
+            master.register_compute_nodes(n, port)
+
+
+def _session(
+    masters: _Masters, generator: _Generator, which: str, n: int, broadcasts: int, measure: bool = False
+) -> Dict[str, Any]:
+    """Register n nodes with one master, broadcast, shut down; return the figures."""
+    message = "x" * 100
+    fds_before = _open_fds()
+    rss_before = _rss_bytes()
+    master = masters.make(which)
+    port = _free_port()
+    generator.send("connect", n=n, port=port, frame=masters.register_frame.hex())
+    started = time.monotonic()
+    masters.register(which, master, n, port)
+    registration = time.monotonic() - started
+    generator.reply()
+    rss_registered = _rss_bytes()
+    if len(master.cn_registry) != n:
+        raise RuntimeError(f"{which}: {len(master.cn_registry)} of {n} nodes registered")
+    latencies: List[float] = []
+    for index in range(broadcasts):
+        generator.send("await", frames=2 + index)
+        started = time.monotonic()
+        master.send_request(message)
+        latencies.append(generator.reply()["last"] - started)
+    generator.send("await", frames=2 + broadcasts)
+    master.shutdown_compute_nodes()
+    generator.reply()
+    if which == "ours":
+        master.close()
+    else:
+        master.clear_cn_registry()
+    del master
+    generator.send("close")
+    generator.reply()
+    return {
+        "registration": registration,
+        "latency": statistics.median(latencies),
+        "rss_per_node": (rss_registered - rss_before) / n,
+        "fds_before": fds_before,
+        "fds_after": _open_fds(),
+    }
+
+
+def run(nodes: int = 5000, big: int = 10000, rounds: int = 3, broadcasts: int = 5, out: IO[str] = sys.stdout) -> Dict[str, Any]:
+    """Run the benchmark; print the table to ``out`` and return the figures."""
+    from skyllh_cluster.master.fdlimit import ensure_fd_limit
+
+    ensure_fd_limit(max(nodes, big) + 1024)
+    masters = _Masters()
+    generator = _Generator()
+    results: Dict[str, List[Dict[str, Any]]] = {"ours": [], "original": []}
+    try:
+        for _ in range(rounds):  # interleaved, so that drift hits both alike
+            for which in ("original", "ours"):
+                results[which].append(_session(masters, generator, which, nodes, broadcasts))
+        big_run = _session(masters, generator, "ours", big, broadcasts) if big else None
+    finally:
+        generator.stop()
+
+    def median(which: str, field: str) -> float:
+        return statistics.median(r[field] for r in results[which])
+
+    figures = {
+        "nodes": nodes,
+        "registration_ours": median("ours", "registration"),
+        "registration_original": median("original", "registration"),
+        "latency_ours": median("ours", "latency"),
+        "latency_original": median("original", "latency"),
+        "big": big_run,
+        "big_nodes": big,
+    }
+    figures["registration_ratio"] = figures["registration_ours"] / figures["registration_original"]
+    figures["latency_ratio"] = figures["latency_ours"] / figures["latency_original"]
+    _print_table(figures, rounds, broadcasts, out)
+    return figures
+
+
+def _print_table(f: Dict[str, Any], rounds: int, broadcasts: int, out: IO[str]) -> None:
+    ms = 1e3
+    n = f["nodes"]
+    print(f"master benchmark: raw nodes on 127.0.0.1, median of {rounds} rounds x {broadcasts} broadcasts", file=out)
+    print(f"{'figure':<44} {'ours':>10} {'original':>10} {'ratio':>7} {'required':>9}", file=out)
+    print(
+        f"{f'register {n} nodes (ms)':<44} {f['registration_ours'] * ms:>10.1f} "
+        f"{f['registration_original'] * ms:>10.1f} {f['registration_ratio']:>7.2f} {'<= 1.00':>9}",
+        file=out,
+    )
+    print(
+        f"{f'MSG of 100 chars to {n} nodes, latency (ms)':<44} {f['latency_ours'] * ms:>10.1f} "
+        f"{f['latency_original'] * ms:>10.1f} {f['latency_ratio']:>7.2f} {'<= 0.50':>9}",
+        file=out,
+    )
+    big = f["big"]
+    if big is not None:
+        b = f["big_nodes"]
+        print(f"{f'ours, register {b} nodes (ms)':<44} {big['registration'] * ms:>10.1f}", file=out)
+        print(f"{f'ours, MSG to {b} nodes, latency (ms)':<44} {big['latency'] * ms:>10.1f}", file=out)
+        print(f"{'ours, memory per node (RSS growth / N, bytes)':<44} {big['rss_per_node']:>10.0f}", file=out)
+        print(
+            f"{'ours, open fds before / after shutdown':<44} {big['fds_before']:>5} / {big['fds_after']:<4}",
+            file=out,
+        )
+
+
+def failures(figures: Dict[str, Any]) -> List[str]:
+    """The required ratios that were not met, in words."""
+    missed = []
+    if figures["registration_ratio"] > 1.0:
+        missed.append(f"registration ratio {figures['registration_ratio']:.2f} > 1.00")
+    if figures["latency_ratio"] > 0.5:
+        missed.append(f"broadcast latency ratio {figures['latency_ratio']:.2f} > 0.50")
+    big = figures["big"]
+    if big is not None and big["fds_after"] != big["fds_before"]:
+        missed.append(f"open fds {big['fds_after']} after shutdown, {big['fds_before']} before")
+    return missed
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the master benchmark; exit status 1 if a required ratio is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=5000, help="nodes for the side-by-side figures")
+    parser.add_argument("--big", type=int, default=10000, help="nodes for ours alone (0: skip)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--broadcasts", type=int, default=5, help="broadcasts per round")
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.loadgen:
+        return _loadgen_main(sys.stdin, sys.stdout)
+    figures = run(args.nodes, args.big, args.rounds, args.broadcasts)
+    missed = failures(figures)
+    for line in missed:
+        print(f"REQUIREMENT NOT MET: {line}")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
