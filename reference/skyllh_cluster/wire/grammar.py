@@ -275,8 +275,8 @@ def _syntax_error(exc: ConstructError, stream: io.BytesIO, data: bytes) -> Proto
     if isinstance(exc, ConstError):
         return ProtocolError("ENC-1", f"a payload starts with PROTO, not {op.opcode_name(data[0])}", 0)
     offset = stream.tell()
-    if isinstance(exc, TerminatedError):
-        return ProtocolError("ENC-1", f"{len(data) - offset} bytes after STOP", offset)
+    if isinstance(exc, TerminatedError):  # Terminated read one byte to find it
+        return ProtocolError("ENC-1", f"{len(data) - offset + 1} bytes after STOP", offset - 1)
     return ProtocolError("ENC-1", "the payload ends inside an opcode or without STOP", offset)
 
 
