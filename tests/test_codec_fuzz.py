@@ -1,0 +1,152 @@
+"""Property tests: round trips against the original's pickle, decoder/grammar agreement, fuzzing."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, List
+
+import skyllh.cluster.commands as original
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from skyllh_cluster.codec import dumps, loads, loads_checked
+from skyllh_cluster.commands import Command
+from skyllh_cluster.conformance.strategies import commands, payload_mutations, split_points, values
+from skyllh_cluster.errors import ProtocolError
+from skyllh_cluster.wire.framing import FrameBuffer, encode_frame
+from skyllh_cluster.wire.grammar import build_payload
+from skyllh_cluster.wire.values import values_equal
+
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SLOW = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def as_original(command: Command) -> Any:
+    """The original's command with the very same state objects (so identities match)."""
+    cls = getattr(original, type(command).__name__)
+    theirs = cls.__new__(cls)
+    theirs.__dict__.update(command.__dict__)
+    return theirs
+
+
+def fits(command: Command) -> bool:
+    try:
+        dumps(command)
+    except ProtocolError:
+        return False
+    return True
+
+
+def outcome(decode: Any, payload: bytes) -> Any:
+    try:
+        return decode(payload)
+    except ProtocolError as exc:
+        return exc
+
+
+def assert_agree(payload: bytes) -> None:
+    fast, checked = outcome(loads, payload), outcome(loads_checked, payload)
+    if isinstance(fast, ProtocolError) or isinstance(checked, ProtocolError):
+        assert isinstance(fast, ProtocolError) and isinstance(checked, ProtocolError), (payload.hex(), fast, checked)
+        assert fast.offset is not None and checked.offset is not None
+        return
+    assert type(fast) is type(checked) and list(fast.__dict__) == list(checked.__dict__), payload.hex()
+    assert all(values_equal(fast.__dict__[k], checked.__dict__[k]) for k in fast.__dict__), payload.hex()
+
+
+@FAST
+@given(commands())
+def test_round_trip(command: Command) -> None:
+    if fits(command):
+        assert loads(dumps(command)) == command
+
+
+@FAST
+@given(commands())
+def test_dumps_is_the_originals_pickle(command: Command) -> None:
+    if fits(command):
+        assert dumps(command) == pickle.dumps(as_original(command), protocol=4)
+
+
+@FAST
+@given(commands(), st.sampled_from([2, 3, 4, 5]))
+def test_loads_accepts_the_original_at_every_protocol(command: Command, protocol: int) -> None:
+    payload = pickle.dumps(as_original(command), protocol=protocol)
+    if len(payload) <= 0xFFFF:
+        assert loads(payload) == command
+
+
+@SLOW
+@given(commands())
+def test_grammar_build_is_the_encoder(command: Command) -> None:
+    if fits(command):
+        assert build_payload(command) == dumps(command)
+
+
+@SLOW
+@given(commands(), st.sampled_from([2, 3, 4, 5]))
+def test_decoder_and_grammar_agree_on_valid_payloads(command: Command, protocol: int) -> None:
+    assert_agree(pickle.dumps(as_original(command), protocol=protocol))
+
+
+def original_payloads() -> st.SearchStrategy[bytes]:
+    return st.tuples(commands(values(max_leaves=6)), st.sampled_from([2, 3, 4, 5])).map(
+        lambda pair: pickle.dumps(as_original(pair[0]), protocol=pair[1])
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload_mutations(original_payloads()))
+@example(bytes.fromhex("8004") + b"]\x94h\x00N" + b"a.")  # mutation of a memo-referenced list
+@example(b"\x80\x04\x95\x01\x00\x00\x00\x00\x00\x00\x00..")  # a frame ending at STOP, trailing byte
+@example(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00\xffX\x06\x00\x00\x00latin1\x86R.")
+def test_decoder_and_grammar_agree_on_mutated_payloads(payload: bytes) -> None:
+    assert_agree(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_protocol_error(data: bytes) -> None:
+    for payload in (data, b"\x80\x04" + data, b"\x80\x02" + data):
+        result = outcome(loads, payload)
+        assert isinstance(result, (ProtocolError, Command))
+
+
+def feed_all(stream: bytes, cuts: List[int]) -> List[Any]:
+    """Feed the stream in pieces cut at ``cuts``, then end of stream; decode every frame."""
+    buffer = FrameBuffer()
+    results: List[Any] = []
+    bounds = [0] + cuts + [len(stream)]
+    for start, end in zip(bounds, bounds[1:]):
+        buffer.feed(stream[start:end]) if end > start else None
+        while True:
+            payload = buffer.next_payload()
+            if payload is None:
+                break
+            results.append(outcome(loads, payload))
+    buffer.feed(b"")
+    try:
+        tail = buffer.next_payload()
+    except ProtocolError as exc:
+        results.append(exc)
+    else:
+        assert tail is None
+    return results
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(payload_mutations(original_payloads()) | original_payloads(), min_size=1, max_size=4), st.data())
+def test_stream_of_frames_split_anywhere(payloads: List[bytes], data: st.DataObject) -> None:
+    frames = [encode_frame(p) for p in payloads if 0 < len(p) <= 0xFFFF]
+    stream = b"".join(frames)
+    cuts = data.draw(split_points(stream))
+    whole = feed_all(stream, [])
+    pieces = feed_all(stream, cuts)
+    byte_by_byte = feed_all(stream, list(range(len(stream))))
+    trailing = feed_all(stream + b"\x05\x00ab", cuts)
+    expected = [outcome(loads, p) for p in payloads if 0 < len(p) <= 0xFFFF]
+    for results in (whole, pieces, byte_by_byte):
+        assert len(results) == len(expected)
+        for got, want in zip(results, expected):
+            assert type(got) is type(want)
+    assert len(trailing) == len(expected) + 1 and trailing[-1].clause == "FRM-5"
