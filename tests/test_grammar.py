@@ -98,7 +98,7 @@ def test_frame_errors_and_offsets_count_from_the_frame() -> None:
 
 @pytest.mark.parametrize("command", [
     ACK(), ShutdownCN(), RegisterCN(2**40, -3), MSG("hello"), MSG("msg"), MSG("MSG"),
-    MSG({i: [i, str(i)] for i in range(1000)}), MSG([b"a" * 300] * 3), MSG((1, 2, 3, 4, (), (5,))),
+    MSG({i: [i, str(i)] for i in range(1000)}), MSG([b"a" * 300] * 3), MSG((1, 2, 3, 4, (), (5,))), MSG([1.5, None, True]),
 ])
 def test_build_payload_is_the_canonical_encoding(command: object) -> None:
     assert build_payload(command) == dumps(command)

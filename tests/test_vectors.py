@@ -140,3 +140,13 @@ def test_vector_files_are_what_the_generator_writes(tmp_path: Path) -> None:
     # And --check does notice a stale file.
     (tmp_path / "commands.json").write_text("{}", encoding="ascii")
     assert module.main(["--check", "--directory", str(tmp_path)]) == 1
+
+
+def test_json_form_refuses_what_is_not_a_value() -> None:
+    from skyllh_cluster.wire.vector_json import value_from_json, value_to_json
+
+    with pytest.raises(TypeError):
+        value_to_json({1, 2})
+    with pytest.raises(ValueError):
+        value_from_json({"type": "set"})
+    assert value_from_json(value_to_json(10**5000)) == 10**5000

@@ -773,7 +773,7 @@ def build_payload(command: Command) -> bytes:
     writer.command(command)
     body = b"".join(Opcode.build(o, protocol=op.CANONICAL_PROTOCOL) for o in writer.ops)
     ops = writer.ops
-    if len(body) >= op.FRAME_SIZE_MIN:
+    if len(body) >= op.FRAME_SIZE_MIN:  # pragma: no branch - a command's body is at least 38 bytes
         ops = [{"op": op.FRAME, "arg": len(body)}] + ops
     payload = Pickle.build({"protocol": op.CANONICAL_PROTOCOL, "ops": ops})
     if len(payload) > MAX_PAYLOAD:
