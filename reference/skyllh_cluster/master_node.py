@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .clauses import Role
 from .commands import ACK, MSG, Command, RegisterCN, ShutdownCN
@@ -173,6 +173,14 @@ class MasterNode:
         if not isinstance(d, dict):
             raise TypeError("The cn_registry property must be of type dict!")
         self._cn_registry = d
+
+    @property
+    def master_address(self) -> Optional[Tuple[str, int]]:
+        """The ``(host, port)`` listened on while :meth:`register_compute_nodes` runs, else ``None``.
+
+        With ``master_port=0`` this is where to find the port that was picked.
+        """
+        return None if self._server is None else self._server.address
 
     def clear_cn_registry(self) -> None:
         """Close the connections to all compute nodes and empty the registry."""

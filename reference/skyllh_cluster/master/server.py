@@ -320,8 +320,8 @@ class MasterServer:
         """
         frame = encode_command(command)
         name = type(command).__name__
-        self._poll()
         targets = list(self._registry.values()) if nodes is None else list(nodes)
+        self._poll()  # a node that closed or spoke since the last call fails now, unwritten
         step = functools.partial(_deliver, command, frame, time.time(), close_after)
         expired: List[str] = []
         already_failed: Dict[str, BaseException] = {}

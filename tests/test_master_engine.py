@@ -1,0 +1,492 @@
+"""The master's engine (skyllh_cluster.master.server) against raw peers on 127.0.0.1.
+
+Every hardening item of the master has a test here: bad peers during
+registration (stalled mid-frame, garbage, wrong first command, malicious
+pickle) are closed without an ACK and logged while the others register;
+dead nodes during a broadcast; expired live times; registration timeouts;
+slow readers.  Expected bytes come from the original's classes.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import socket
+import time
+
+import pytest
+from master_peers import (
+    GOLDEN_ACK,
+    GOLDEN_SHUTDOWN,
+    WAIT,
+    Background,
+    RawNode,
+    malicious_frame,
+    msg_frame,
+    open_fds,
+    wait_for,
+)
+
+from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
+from skyllh_cluster.errors import LocalProtocolError, RemoteProtocolError
+from skyllh_cluster.master import (
+    BroadcastResult,
+    MasterServer,
+    PeerClosedError,
+    RegistrationTimeout,
+    SendTimeoutError,
+)
+from skyllh_cluster.master import fanout
+from skyllh_cluster.master.fdlimit import ensure_fd_limit
+from skyllh_cluster.protocol.states import State
+
+LOGGER = "skyllh_cluster.master.server"
+
+
+@pytest.fixture
+def server():
+    with MasterServer(registration_timeout=WAIT) as engine:
+        engine.listen("127.0.0.1", 0)
+        yield engine
+
+
+def register_nodes(engine: MasterServer, count: int, **register_kwargs):
+    """Register ``count`` well-behaved raw nodes; return them with their ACKs read."""
+    call = Background(lambda: engine.register(count, timeout=WAIT, **register_kwargs))
+    nodes = [RawNode(engine.address).register() for _ in range(count)]
+    call.result()
+    for node in nodes:
+        assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+    return nodes
+
+
+def assert_closed_without_ack(node: RawNode) -> None:
+    assert node.read_to_eof() == b""
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+def test_a_registration_is_answered_with_the_original_ack_bytes(server):
+    progress = []
+    (node,) = register_nodes(server, 1, progress=lambda n, count: progress.append((n.key, count)))
+    (registered,) = server.nodes
+    assert registered.key == node.key
+    assert registered.registration == RegisterCN(registered.registration.cn_start_time, 7200)
+    assert progress == [(node.key, 1)]
+    assert server.address is None  # listening stopped after n registrations, as the original
+
+
+def test_the_listening_socket_is_closed_after_n_registrations(server):
+    address = server.address
+    register_nodes(server, 1)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=WAIT)
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_a_registration_split_into_single_bytes_or_pipelined(server, pipelined):
+    from master_peers import register_frame
+
+    call = Background(lambda: server.register(1, timeout=WAIT))
+    node = RawNode(server.address)
+    data = register_frame()
+    if pipelined:
+        node.send(data)
+    else:
+        for i in range(len(data)):
+            node.send(data[i : i + 1])
+            time.sleep(0.001)
+    call.result()
+    assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+
+
+def test_bad_peers_are_closed_without_ack_and_logged_while_others_register(server, caplog, tmp_path):
+    canary = tmp_path / "canary"
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    call = Background(lambda: server.register(2, timeout=WAIT))
+    garbage = RawNode(server.address).send(b"\x05\x00hello")
+    wrong_first = RawNode(server.address).send(GOLDEN_ACK)
+    malicious = RawNode(server.address).send(malicious_frame(str(canary)))
+    old_style = RawNode(server.address).send(
+        len(p := pickle.dumps(__import__("master_peers").MaliciousReduce(f"touch {canary}"), protocol=2)).to_bytes(
+            2, "little"
+        )
+        + p
+    )
+    stalled = RawNode(server.address).send(b"\x66\x00\x80\x04")  # 4 bytes of a 104-byte frame
+    for bad in (garbage, wrong_first, malicious, old_style):
+        assert_closed_without_ack(bad)
+    good = [RawNode(server.address).register() for _ in range(2)]
+    call.result()
+    for node in good:
+        assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+    # The stalled node never finished its frame: closed, without an ACK, when listening stopped.
+    assert_closed_without_ack(stalled)
+    assert not canary.exists()
+    assert {n.key for n in server.nodes} == {n.key for n in good}
+    text = caplog.text
+    for bad in (garbage, wrong_first, malicious, old_style):
+        assert f"closed the connection from {bad.key} without ACK" in text
+    assert "[MST-3]" in text  # the wrong first command names its clause
+    assert "[ENC-" in text  # so do the undecodable payloads
+
+
+def test_a_stalled_node_is_closed_after_the_registration_timeout(caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    with MasterServer(registration_timeout=0.3) as engine:
+        engine.listen("127.0.0.1", 0)
+        call = Background(lambda: engine.register(1, timeout=WAIT))
+        stalled = RawNode(engine.address).send(b"\x66\x00\x80")
+        silent = RawNode(engine.address)
+        assert_closed_without_ack(stalled)
+        assert_closed_without_ack(silent)
+        good = RawNode(engine.address).register()
+        call.result()
+        assert good.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+    assert "[MST-7]" in caplog.text
+    assert "stalled inside a frame" in caplog.text
+    assert "stalled before its first frame" in caplog.text
+
+
+def test_registration_timeout_names_how_many_registered(server):
+    call = Background(lambda: server.register(3, timeout=0.5))
+    node = RawNode(server.address).register()
+    with pytest.raises(RegistrationTimeout) as info:
+        call.result()
+    assert str(info.value) == "only 1 of 3 compute nodes registered within 0.5 s"
+    assert (info.value.registered, info.value.n_cn, info.value.timeout) == (1, 3, 0.5)
+    assert isinstance(info.value, TimeoutError)
+    assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+    assert [n.key for n in server.nodes] == [node.key]
+
+
+def test_a_registration_beyond_n_gets_no_ack(server):
+    # Both RegisterCN frames wait in the kernel before register() starts, so
+    # they are read in one round; the second finds the registry full.
+    nodes = [RawNode(server.address).register() for _ in range(2)]
+    time.sleep(0.2)
+    server.register(1, timeout=WAIT)
+    received = sorted(node.sock.recv(100) for node in nodes)  # an ACK arrives whole on loopback
+    assert received == [b"", GOLDEN_ACK]
+
+
+def test_a_registered_node_that_leaves_is_replaced_before_registration_ends(server, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    call = Background(lambda: server.register(2, timeout=WAIT))
+    first = RawNode(server.address).register()
+    assert first.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+    key = first.key
+    first.close()
+    wait_for(lambda: f"compute node {key} lost" in caplog.text, "the master to notice")
+    others = [RawNode(server.address).register() for _ in range(2)]
+    call.result()
+    assert {n.key for n in server.nodes} == {n.key for n in others}
+
+
+def test_register_needs_listen_and_a_sane_count():
+    with MasterServer() as engine:
+        with pytest.raises(RuntimeError, match="listen"):
+            engine.register(1)
+        with pytest.raises(ValueError):
+            engine.register(-1)
+        engine.listen("127.0.0.1", 0)
+        with pytest.raises(RuntimeError, match="already listening"):
+            engine.listen("127.0.0.1", 0)
+        assert engine.register(0) == []
+
+
+@pytest.mark.parametrize("kwargs", [{"blocksize": 0}, {"blocksize": True}, {"registration_timeout": 0}])
+def test_bad_engine_arguments(kwargs):
+    with pytest.raises(ValueError):
+        MasterServer(**kwargs)
+
+
+def test_listen_failure_closes_the_socket():
+    with MasterServer() as first, MasterServer() as second:
+        host, port = first.listen("127.0.0.1", 0)
+        before = open_fds()
+        with pytest.raises(OSError):
+            second.listen(host, port)
+        assert open_fds() == before
+
+
+# --- broadcasting ---------------------------------------------------------------------------
+
+
+def test_broadcast_encodes_once_and_every_node_gets_the_original_bytes(server, monkeypatch):
+    nodes = register_nodes(server, 3)
+    from skyllh_cluster.master import server as server_module
+
+    encoded = []
+    real = server_module.encode_command
+    monkeypatch.setattr(server_module, "encode_command", lambda c: encoded.append(c) or real(c))
+    result = server.broadcast(MSG({"trial": 1, "seed": [1, 2.5, None]}))
+    assert encoded == [MSG({"trial": 1, "seed": [1, 2.5, None]})]
+    assert result == BroadcastResult("MSG", tuple(n.key for n in nodes), {}, ())
+    expected = msg_frame({"trial": 1, "seed": [1, 2.5, None]})
+    for node in nodes:
+        assert node.read_exact(len(expected)) == expected
+
+
+def test_dead_nodes_do_not_stop_a_broadcast_and_are_reported(server, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    nodes = register_nodes(server, 5)
+    engine_nodes = {n.key: n for n in server.nodes}
+    closed, reset = nodes[1], nodes[3]
+    closed_key, reset_key = closed.key, reset.key
+    closed.close()
+    reset.abort()
+    time.sleep(0.1)
+    result = server.broadcast(MSG("hello"))
+    assert result.delivered == (nodes[0].key, nodes[2].key, nodes[4].key)
+    assert set(result.failed) == {closed_key, reset_key}
+    assert isinstance(result.failed[closed_key], PeerClosedError)
+    assert isinstance(result.failed[reset_key], (PeerClosedError, ConnectionResetError))
+    assert not result.ok
+    for node in (nodes[0], nodes[2], nodes[4]):
+        assert node.read_exact(69) == msg_frame("hello")
+    assert len(server.nodes) == 3
+    # A failed node stays failed, with its cause, when a broadcast names it again.
+    again = server.broadcast(MSG("again"), [engine_nodes[closed_key]])
+    assert again.failed == {closed_key: result.failed[closed_key]}
+
+
+def test_a_write_error_fails_only_that_node(server):
+    nodes = register_nodes(server, 3)
+    broken = server.nodes[1]
+    broken.sock.shutdown(socket.SHUT_WR)  # every send on it now raises BrokenPipeError
+    result = server.broadcast(MSG("x"))
+    assert result.delivered == (nodes[0].key, nodes[2].key)
+    assert isinstance(result.failed[nodes[1].key], BrokenPipeError)
+    for node in (nodes[0], nodes[2]):
+        assert node.read_exact(len(msg_frame("x"))) == msg_frame("x")
+
+
+def test_a_node_that_speaks_after_registering_is_dropped(server, caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    nodes = register_nodes(server, 2)
+    nodes[0].send(GOLDEN_ACK)  # a compute node sends nothing after RegisterCN (CN-5)
+    time.sleep(0.1)
+    result = server.broadcast(MSG(1))
+    error = result.failed[nodes[0].key]
+    assert isinstance(error, RemoteProtocolError) and error.clause == "CN-5"
+    assert result.delivered == (nodes[1].key,)
+    assert nodes[0].read_to_eof() == b""
+    assert "[CN-5]" in caplog.text
+
+
+def test_an_expired_node_is_dropped_and_sent_nothing(server, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    call = Background(lambda: server.register(2, timeout=WAIT))
+    live = RawNode(server.address).register()
+    expired = RawNode(server.address).register(start=int(time.time()) - 100, live=10)
+    call.result()
+    result = server.broadcast(MSG("x"))
+    assert result.expired == (expired.key,)
+    assert result.delivered == (live.key,)
+    assert result.ok
+    assert expired.read_to_eof() == GOLDEN_ACK  # the ACK, then nothing: closed
+    assert live.read_exact(len(GOLDEN_ACK) + len(msg_frame("x"))) == GOLDEN_ACK + msg_frame("x")
+    assert [n.key for n in server.nodes] == [live.key]
+    assert "live time passed" in caplog.text
+
+
+def test_a_slow_reader_is_written_to_as_it_reads(server):
+    call = Background(lambda: server.register(1, timeout=WAIT))
+    slow = RawNode(server.address, rcvbuf=4096).register()
+    call.result()
+    big = "x" * 60000
+    expected = GOLDEN_ACK + msg_frame(big) * 3
+    reader = Background(lambda: (time.sleep(0.3), slow.read_exact(len(expected)))[1])
+    for _ in range(3):
+        result = server.broadcast(MSG(big), timeout=WAIT)
+        assert result.delivered == (slow.key,)
+    assert reader.result() == expected
+
+
+def test_a_node_that_does_not_read_fails_after_the_send_timeout(server):
+    call = Background(lambda: server.register(2, timeout=WAIT))
+    stuck = RawNode(server.address, rcvbuf=4096).register()
+    good = RawNode(server.address).register()
+    call.result()
+    big = "y" * 60000
+    drained = Background(good.read_to_eof)  # the good node keeps reading
+    failures = {}
+    for _ in range(200):  # bounded: the kernel's buffers fill after a few frames
+        result = server.broadcast(MSG(big), timeout=0.2)
+        failures.update(result.failed)
+        if failures:
+            break
+    assert list(failures) == [stuck.key]
+    assert isinstance(failures[stuck.key], SendTimeoutError)
+    assert [n.key for n in server.nodes] == [good.key]
+    server.shutdown()
+    received = drained.result()
+    assert received.startswith(GOLDEN_ACK + msg_frame(big)) and received.endswith(GOLDEN_SHUTDOWN)
+
+
+def test_shutdown_sends_shutdowncn_and_closes_every_connection(server):
+    nodes = register_nodes(server, 3)
+    result = server.shutdown()
+    assert result.delivered == tuple(n.key for n in nodes) and result.command == "ShutdownCN"
+    for node in nodes:
+        assert node.read_to_eof() == GOLDEN_SHUTDOWN  # MST-6: closed after it
+    assert server.nodes == [] and server.connections == []
+
+
+def test_nothing_is_sent_after_shutdown(server):
+    raw = register_nodes(server, 1)  # noqa: F841  (kept open)
+    (node,) = server.nodes
+    server.shutdown()
+    result = server.broadcast(MSG("late"), [node])
+    assert isinstance(result.failed[node.key], PeerClosedError)
+
+
+def test_a_command_the_state_forbids_fails_that_node(server):
+    raw = register_nodes(server, 1)  # noqa: F841  (kept open)
+    (node,) = server.nodes
+    result = server.broadcast(ACK(), [node])
+    assert isinstance(result.failed[node.key], LocalProtocolError)
+
+
+def test_a_command_too_large_for_a_frame_is_refused_before_anything_is_sent(server):
+    (raw,) = register_nodes(server, 1)
+    with pytest.raises(LocalProtocolError) as info:
+        server.broadcast(MSG(b"z" * 70000))
+    assert info.value.clause == "FRM-2"
+    server.shutdown()
+    assert raw.read_to_eof() == GOLDEN_SHUTDOWN
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_large_broadcasts_on_fanout_threads(monkeypatch, threads):
+    monkeypatch.setattr(fanout, "PARALLEL_MINIMUM", 2)
+    with MasterServer(registration_timeout=WAIT, send_threads=threads) as engine:
+        engine.listen("127.0.0.1", 0)
+        nodes = register_nodes(engine, 5)
+        nodes[2].close()
+        time.sleep(0.1)
+        result = engine.broadcast(MSG("fan"))
+        assert set(result.delivered) == {n.key for i, n in enumerate(nodes) if i != 2}
+        for i, node in enumerate(nodes):
+            if i != 2:
+                assert node.read_exact(len(msg_frame("fan"))) == msg_frame("fan")
+
+
+def test_default_fanout_threads_follow_the_cpus():
+    assert 1 <= fanout.FanOut().threads <= 4
+    assert fanout.FanOut(0).threads == 1
+
+
+# --- sending to one node ------------------------------------------------------------------
+
+
+def test_send_now_writes_and_closes_after_shutdowncn(server):
+    (raw,) = register_nodes(server, 1)
+    (node,) = server.nodes
+    server.send_now(node, MSG("one"), timeout=WAIT)
+    server.send_now(node, ShutdownCN())
+    assert raw.read_to_eof() == msg_frame("one") + GOLDEN_SHUTDOWN
+    with pytest.raises(PeerClosedError):
+        server.send_now(node, MSG("two"))
+
+
+def test_send_now_raises_the_write_error(server):
+    raw = register_nodes(server, 1)  # noqa: F841  (kept open)
+    (node,) = server.nodes
+    node.sock.shutdown(socket.SHUT_WR)
+    with pytest.raises(BrokenPipeError):
+        server.send_now(node, MSG("x"))
+    assert node.closed
+
+
+def test_send_now_times_out_on_a_node_that_does_not_read(server):
+    call = Background(lambda: server.register(1, timeout=WAIT))
+    raw = RawNode(server.address, rcvbuf=4096).register()  # noqa: F841  (kept open, never read)
+    call.result()
+    (node,) = server.nodes
+    with pytest.raises(SendTimeoutError):
+        for _ in range(200):  # bounded; the buffers fill after a few frames
+            server.send_now(node, MSG("w" * 60000), timeout=0.2)
+    assert node.closed
+
+
+# --- the scenario -----------------------------------------------------------------------------
+
+
+def test_serve_script_serves_nodes_concurrently_until_stopped(server):
+    script = [MSG("a"), MSG(b"\x00"), MSG([1, (2, 3)])]
+    call = Background(lambda: server.serve_script(script))
+    expected = GOLDEN_ACK + msg_frame("a") + msg_frame(b"\x00") + msg_frame([1, (2, 3)]) + GOLDEN_SHUTDOWN
+    first, second = RawNode(server.address).register(), RawNode(server.address).register()
+    bad = RawNode(server.address).send(GOLDEN_SHUTDOWN)
+    assert first.read_to_eof() == expected
+    assert second.read_to_eof() == expected
+    assert bad.read_to_eof() == b""
+    third = RawNode(server.address).register()
+    assert third.read_to_eof() == expected
+    server.stop()
+    assert call.result() == 3
+    assert server.served == 3
+
+
+def test_stop_is_safe_when_the_wakeup_is_already_pending():
+    engine = MasterServer()
+    for _ in range(100_000):  # more than the socket buffer holds
+        engine.stop()
+    engine.close()
+    engine.stop()  # closed: ignored
+    engine.close()  # idempotent
+
+
+# --- resources ----------------------------------------------------------------------------------
+
+
+def test_every_descriptor_is_released_on_close():
+    before = open_fds()
+    engine = MasterServer(registration_timeout=WAIT)
+    engine.listen("127.0.0.1", 0)
+    nodes = register_nodes(engine, 3)
+    nodes[0].close()
+    engine.close()
+    assert open_fds() == before + 2  # the two raw nodes still open on the test's side
+    for node in nodes[1:]:
+        assert node.read_to_eof() == b""
+        node.close()
+    assert open_fds() == before
+
+
+def test_adopt_and_discard_a_node_made_elsewhere(server):  # noqa: D103
+    from skyllh_cluster.master import Node
+    from skyllh_cluster.master_node import _registered_connection
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    raw = RawNode(listener.getsockname())
+    accepted, peer = listener.accept()
+    listener.close()
+    node = Node(accepted, peer[0], peer[1], _registered_connection(int(time.time()), 100), time.monotonic())
+    server.adopt(node)
+    assert node.connection.state is State.SERVING
+    assert server.broadcast(MSG("adopted"), [node]).delivered == (node.key,)
+    assert raw.read_exact(len(msg_frame("adopted"))) == msg_frame("adopted")
+    server.discard(node)
+    server.discard(node)  # once closed, a no-op
+    assert raw.read_to_eof() == b""
+
+
+def test_ensure_fd_limit_raises_the_soft_limit_only_up_to_the_hard_one():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert ensure_fd_limit(100) == 256  # never lowered
+        assert ensure_fd_limit(300) == 300
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 300
+        wanted = hard + 1 if hard != resource.RLIM_INFINITY else 10**6
+        assert ensure_fd_limit(wanted) == min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        assert ensure_fd_limit(hard + 10) == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
