@@ -1,1 +1,360 @@
-"""The conformance kit's pytest plugin (being written by the kit helper; empty until then)."""
+"""The conformance kit's pytest plugin: options, the ``clause`` marker, fixtures and the verdict.
+
+pytest loads this module in every run in an environment where
+``skyllh-cluster`` is installed (the ``pytest11`` entry point).  It stays inert
+unless the kit's own tests are collected: it only adds options and a marker.
+
+When they are collected, it
+
+* refuses to run without ``--target HOST:PORT`` or ``--cn-command CMD``
+  (usage error, exit status 4), and deselects the tests of the mode that was
+  not chosen;
+* gives the tests the ``kit`` fixture (:class:`~.session.Kit`) and the shared
+  scenario runs;
+* records each test's outcome against its clause (``@pytest.mark.clause("MST-2")``)
+  and tells a failure of the target (an ``AssertionError``, usually a
+  :class:`~.failures.ClauseFailure`) from a failure of the kit (anything else);
+* prints the clause table, writes ``--conformance-report``, and adds
+  ``clause`` and ``level`` properties for ``--junitxml``;
+* sets the exit status: 0 the target conforms, 1 a MUST clause failed (or a
+  SHOULD clause with ``--strict-conformance``), 3 the kit itself failed,
+  4 a usage error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+
+from skyllh_cluster.clauses import CLAUSES
+
+from .failures import ClauseFailure, KitError
+from .report import BLOCKED, ERROR, FAILED, PASSED, SKIPPED, Results, first_line, render_table, report_json
+from .session import Kit, KitOptions, parse_address
+
+__all__ = ["KIT_DIR", "is_kit_item"]
+
+KIT_DIR = Path(__file__).resolve().parent
+
+#: The test modules of each mode, by file-name prefix.
+_MODE_PREFIXES = {"master": "test_master_", "cn": "test_cn_"}
+
+_STATE = pytest.StashKey["_KitState"]()
+
+#: Exit status for "the kit itself broke" (pytest's own INTERNAL_ERROR).
+KIT_BROKEN = int(pytest.ExitCode.INTERNAL_ERROR)
+
+USAGE = (
+    "the SkyLLH cluster conformance kit needs a target: "
+    "--target HOST:PORT (a master running the conformance scenario) and/or "
+    '--cn-command "CMD {host} {port} {live_time}" (a compute node to start); '
+    "see python -m skyllh_cluster.conformance --help"
+)
+
+
+class _KitState:
+    """Per-run state, kept in ``config.stash`` (never in module globals)."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.options: Optional[KitOptions] = None
+        self.kit: Optional[Kit] = None
+        self.results = Results()
+        self.modes: Set[str] = set()
+        self.other_failures = 0
+        self.started = time.monotonic()
+
+
+# -- options and marker --------------------------------------------------------------
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("skyllh-cluster conformance", "SkyLLH cluster protocol conformance kit")
+    group.addoption("--target", metavar="HOST:PORT", help="test the master at HOST:PORT (it runs the conformance scenario)")
+    group.addoption(
+        "--cn-command",
+        metavar="CMD",
+        help='test a compute node started by CMD; {host}, {port} and {live_time} are filled in, e.g. '
+        '"python -m skyllh_cluster.compute_node {host} {port} --live-time {live_time}"',
+    )
+    group.addoption(
+        "--listen", metavar="HOST:PORT", default="127.0.0.1:0", help="where the kit listens for compute nodes (default: 127.0.0.1:0)"
+    )
+    group.addoption(
+        "--conformance-timeout", metavar="SECONDS", type=float, default=2.0, help="longest wait for any reply (default: 2)"
+    )
+    group.addoption(
+        "--conformance-examples",
+        metavar="N",
+        type=int,
+        default=10,
+        help="Hypothesis examples per generated test; tests that start a process per example use N/5 (default: 10)",
+    )
+    group.addoption("--conformance-report", metavar="PATH", help="write the clause table as JSON to PATH")
+    group.addoption("--strict-conformance", action="store_true", help="SHOULD failures fail the run too")
+    group.addoption(
+        "--conformance-clause", metavar="ID[,ID...]", action="append", default=[], help="run only the tests of these clauses"
+    )
+    group.addoption(
+        "--registration-budget",
+        metavar="SECONDS",
+        type=float,
+        default=5.0,
+        help="how long a master may keep a connection that does not register (MST-7, FRM-6; default: 5)",
+    )
+    group.addoption(
+        "--cn-startup-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=10.0,
+        help="how long a started compute node may take to connect (default: 10)",
+    )
+    group.addoption(
+        "--cn-live-time",
+        metavar="SECONDS",
+        type=int,
+        default=60,
+        help="live time given to compute nodes whose test is not about live time (default: 60)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "clause(id): the protocol clause (e.g. MST-2) a conformance kit test checks")
+    config.stash[_STATE] = _KitState()
+
+
+def _state(config: pytest.Config) -> _KitState:
+    return config.stash[_STATE]
+
+
+def _options(config: pytest.Config) -> KitOptions:
+    target = config.getoption("target")
+    try:
+        return KitOptions(
+            target=parse_address(target, "--target") if target else None,
+            cn_command=config.getoption("cn_command"),
+            listen=parse_address(config.getoption("listen"), "--listen"),
+            timeout=_positive(config.getoption("conformance_timeout"), "--conformance-timeout"),
+            examples=max(1, int(config.getoption("conformance_examples"))),
+            strict=bool(config.getoption("strict_conformance")),
+            registration_budget=_positive(config.getoption("registration_budget"), "--registration-budget"),
+            cn_startup_timeout=_positive(config.getoption("cn_startup_timeout"), "--cn-startup-timeout"),
+            cn_live_time=int(_positive(config.getoption("cn_live_time"), "--cn-live-time")),
+            seeded=config.getoption("hypothesis_seed", None) is not None,
+        )
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _positive(value: float, option: str) -> float:
+    if not value > 0:
+        raise ValueError(f"{option} must be positive, not {value!r}")
+    return float(value)
+
+
+# -- collection ----------------------------------------------------------------------
+def is_kit_item(item: pytest.Item) -> bool:
+    """Whether ``item`` is one of the kit's own tests (by file, whatever the import name)."""
+    path = Path(str(getattr(item, "path", ""))).resolve()
+    return path.parent == KIT_DIR and _mode_of(path.name) is not None
+
+
+def _mode_of(filename: str) -> Optional[str]:
+    for mode, prefix in _MODE_PREFIXES.items():
+        if filename.startswith(prefix):
+            return mode
+    return None
+
+
+def _item_clause(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("clause")
+    if marker is None or len(marker.args) != 1 or marker.args[0] not in CLAUSES:
+        raise KitError(f"kit test {item.nodeid} must carry exactly one known clause marker, got {marker!r}")
+    return str(marker.args[0])
+
+
+def _selected_clauses(config: pytest.Config) -> Optional[Set[str]]:
+    raw = [part.strip() for value in config.getoption("conformance_clause") for part in value.split(",")]
+    wanted = {part for part in raw if part}
+    if not wanted:
+        return None
+    unknown = sorted(wanted - set(CLAUSES))
+    if unknown:
+        raise pytest.UsageError(f"--conformance-clause: unknown clause IDs {', '.join(unknown)}")
+    return wanted
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
+    kit_items = [item for item in items if is_kit_item(item)]
+    if not kit_items:
+        return
+    state = _state(config)
+    options = _options(config)
+    if options.target is None and options.cn_command is None:
+        raise pytest.UsageError(USAGE)
+    state.active = True
+    state.options = options
+    state.modes = {mode for mode, chosen in (("master", options.target), ("cn", options.cn_command)) if chosen}
+    wanted = _selected_clauses(config)
+
+    keep: List[pytest.Item] = []
+    dropped: List[pytest.Item] = []
+    for item in items:
+        if item not in kit_items:
+            keep.append(item)
+            continue
+        clause = _item_clause(item)
+        mode = _mode_of(Path(str(item.path)).name)
+        assert mode is not None
+        state.results.tests_by_mode.setdefault(clause, set()).add(mode)
+        item.user_properties.append(("clause", clause))
+        item.user_properties.append(("level", CLAUSES[clause].level.value))
+        if mode not in state.modes:
+            dropped.append(item)
+        elif wanted is not None and clause not in wanted:
+            state.results.not_selected.add(clause)
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    state.kit = Kit(options)
+    if options.target is not None and "master" in state.modes and not config.option.collectonly:
+        _probe_target(options)
+
+
+def _probe_target(options: KitOptions) -> None:
+    """Fail fast, as a usage error, when nothing listens at --target."""
+    from .failures import NoReply
+    from .peer import connect
+    from .transcript import Transcript
+
+    assert options.target is not None
+    try:
+        conn = connect(options.target, Transcript("probe"), options.timeout, retry_for=max(options.timeout, 3.0))
+    except NoReply as exc:
+        host, port = options.target
+        raise pytest.UsageError(f"--target {host}:{port}: nothing accepts connections there ({exc.evidence})") from None
+    conn.close()
+
+
+# -- fixtures -----------------------------------------------------------------------
+@pytest.fixture
+def kit(request: pytest.FixtureRequest) -> Iterator[Kit]:
+    """The kit's peers for one test; everything the test opens is closed after it."""
+    state = _state(request.config)
+    if state.kit is None:
+        raise KitError("the kit fixture is for the conformance kit's own tests")
+    try:
+        yield state.kit
+    finally:
+        state.kit.cleanup()
+
+
+@pytest.fixture(scope="session")
+def master_run(request: pytest.FixtureRequest) -> Any:
+    """One whole scenario, played once per run as a well-behaved compute node (master mode)."""
+    from .scenario_checks import run_master_scenario
+    from .session import command_frame
+    from skyllh_cluster.commands import RegisterCN
+
+    state = _state(request.config)
+    assert state.kit is not None
+    conn = state.kit.connect("scenario")
+    try:
+        return run_master_scenario(conn, command_frame(RegisterCN(int(time.time()), 3600)))
+    finally:
+        conn.close()
+
+
+# -- outcomes ------------------------------------------------------------------------
+def _leaves(exc: BaseException) -> List[BaseException]:
+    group = getattr(exc, "exceptions", None)
+    if isinstance(group, (list, tuple)) and group:
+        found: List[BaseException] = []
+        for inner in group:
+            found.extend(_leaves(inner))
+        return found
+    return [exc]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    state = _state(item.config)
+    if not state.active:
+        return
+    if not is_kit_item(item):
+        if report.failed:
+            state.other_failures += 1
+        return
+    clause = _item_clause(item)
+    nodeid = item.nodeid
+    if report.when == "call" and report.passed:
+        doc = first_line(getattr(getattr(item, "function", None), "__doc__", None))
+        state.results.record(clause, nodeid, PASSED, doc or "as expected")
+    elif report.skipped and report.when in ("setup", "call"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        state.results.record(clause, nodeid, SKIPPED, str(reason).replace("Skipped: ", ""))
+    elif report.failed and call.excinfo is not None:
+        _record_failure(state, clause, nodeid, call.excinfo.value, report.when)
+
+
+def _record_failure(state: _KitState, clause: str, nodeid: str, exc: BaseException, when: str) -> None:
+    leaves = _leaves(exc)
+    if not all(isinstance(leaf, AssertionError) for leaf in leaves):
+        broken = next(leaf for leaf in leaves if not isinstance(leaf, AssertionError))
+        text = f"{type(broken).__name__}: {first_line(str(broken))} ({nodeid}, {when})"
+        state.results.kit_errors.append(text)
+        state.results.record(clause, nodeid, ERROR, text)
+        return
+    flaky = " (the failure did not reproduce every time)" if "Flaky" in type(exc).__name__ else ""
+    own_failed = False
+    for leaf in leaves:
+        evidence = leaf.evidence if isinstance(leaf, ClauseFailure) else first_line(str(leaf)) or type(leaf).__name__
+        other = leaf.clause if isinstance(leaf, ClauseFailure) else None
+        if other is None or other == clause:
+            if not own_failed:
+                state.results.record(clause, nodeid, FAILED, evidence + flaky)
+                own_failed = True
+        else:
+            state.results.record(other, nodeid, FAILED, f"{evidence}{flaky} (seen by {nodeid.rsplit('::', 1)[-1]})")
+            state.results.record(clause, nodeid, BLOCKED, f"blocked because {other} failed: {evidence}")
+
+
+# -- the verdict ---------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    if not state.active or state.options is None:
+        return
+    if state.kit is not None:
+        state.kit.close()
+    rows = state.results.rows(state.modes)
+    path = session.config.getoption("conformance_report")
+    if path:
+        Path(path).write_text(report_json(state.options.target_text, rows) + "\n", encoding="utf-8")
+    if int(exitstatus) in (int(pytest.ExitCode.INTERRUPTED), int(pytest.ExitCode.USAGE_ERROR), int(pytest.ExitCode.NO_TESTS_COLLECTED)):
+        return
+    if state.results.kit_errors or session.testsfailed and int(exitstatus) == KIT_BROKEN:
+        session.exitstatus = KIT_BROKEN
+        return
+    verdict = state.results.exit_status(state.modes, state.options.strict)
+    if state.other_failures:
+        verdict = max(verdict, int(pytest.ExitCode.TESTS_FAILED))
+    session.exitstatus = verdict
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = _state(config)
+    if not state.active or state.options is None:
+        return
+    rows = state.results.rows(state.modes)
+    terminalreporter.section("SkyLLH cluster conformance")
+    terminalreporter.write_line(render_table(state.options.target_text, rows, state.options.strict))
+    terminalreporter.write_line(f"kit run time: {time.monotonic() - state.started:.1f} s")
+    for error in state.results.kit_errors:
+        terminalreporter.write_line(f"KIT ERROR (not a verdict on the target): {error}", red=True)

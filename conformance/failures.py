@@ -1,0 +1,73 @@
+"""How a check says that the target broke a clause.
+
+A kit test fails by raising :class:`ClauseFailure` (an ``AssertionError``, so
+pytest shows it as an ordinary failed assertion).  It carries one line of
+evidence in the form "expected X, got Y", the clause it is about when that is
+not the test's own clause, and the transcripts of the connections involved.
+:class:`NoReply` is the same for a timeout, so that the report can tell "no
+reply within 2 s" from a wrong reply.
+
+Any other exception raised by a kit test is a bug in the kit, and the plugin
+ends the run with a status other than 0 or 1.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+from .transcript import Transcript
+
+__all__ = ["ClauseFailure", "NoReply", "KitError", "TargetUnreachable"]
+
+
+class ClauseFailure(AssertionError):
+    """The target did something a clause forbids (or did not do what it requires).
+
+    Args:
+        evidence: One line, "expected X, got Y" where possible.
+        clause: The clause broken, when it is not the clause of the test that
+            found it (for example a framing error seen while checking the
+            scenario's payloads).  ``None`` means the test's own clause.
+        transcripts: The connections whose bytes show the failure.
+    """
+
+    def __init__(
+        self,
+        evidence: str,
+        *,
+        clause: Optional[str] = None,
+        transcripts: Iterable[Transcript] = (),
+    ) -> None:
+        self.evidence = " ".join(evidence.split())  # one line, whatever the caller built
+        self.clause = clause
+        self.transcripts: Sequence[Transcript] = tuple(transcripts)
+        super().__init__(self.evidence)
+
+    def __str__(self) -> str:
+        head = self.evidence if self.clause is None else f"[{self.clause}] {self.evidence}"
+        return "\n".join([head] + [t.render() for t in self.transcripts])
+
+    def about(self, clause: str) -> "ClauseFailure":
+        """Return the same failure blamed on ``clause`` unless it already names one."""
+        if self.clause is not None:
+            return self
+        return type(self)(self.evidence, clause=clause, transcripts=self.transcripts)
+
+    def with_transcripts(self, *transcripts: Transcript) -> "ClauseFailure":
+        """Return the same failure with more transcripts attached."""
+        known = list(self.transcripts)
+        known += [t for t in transcripts if all(t is not k for k in known)]
+        clone = type(self)(self.evidence, clause=self.clause, transcripts=known)
+        return clone
+
+
+class NoReply(ClauseFailure):
+    """The target did not do something within the conformance timeout."""
+
+
+class KitError(RuntimeError):
+    """The kit could not do its job (for example, it could not bind a port)."""
+
+
+class TargetUnreachable(KitError):
+    """The target under test could not be reached at all (no listener, no process)."""

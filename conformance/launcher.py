@@ -1,0 +1,102 @@
+"""Starting and stopping the compute node under test (compute-node mode).
+
+The user gives a command template, ``--cn-command "CMD {host} {port}
+{live_time}"``.  It is split like a shell would (:func:`shlex.split`) and only
+then are the placeholders filled in, one argument at a time, so that an
+address can never turn into extra arguments.  The process is started without
+a shell, its output goes to temporary files (a chatty node cannot block on a
+full pipe), and it is always stopped by its own pid with bounded waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+import tempfile
+import time
+from typing import IO, List, Optional
+
+from .failures import KitError
+from .transcript import Transcript
+
+__all__ = ["command_line", "NodeProcess"]
+
+logger = logging.getLogger(__name__)
+
+PLACEHOLDERS = ("host", "port", "live_time")
+
+
+def command_line(template: str, host: str, port: int, live_time: int) -> List[str]:
+    """The argument list for one node: the template split, then filled in."""
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise KitError(f"--cn-command {template!r} does not split into words: {exc}") from exc
+    if not words:
+        raise KitError("--cn-command is empty")
+    values = {"host": host, "port": str(port), "live_time": str(live_time)}
+    try:
+        return [word.format(**values) for word in words]
+    except (KeyError, IndexError, ValueError) as exc:
+        raise KitError(
+            f"--cn-command {template!r}: unknown placeholder {exc}; use {{host}}, {{port}} and {{live_time}}"
+        ) from exc
+
+
+class NodeProcess:
+    """One compute node process, started from the template, stopped by pid."""
+
+    def __init__(self, argv: List[str], transcript: Transcript) -> None:
+        self.argv = argv
+        self.transcript = transcript
+        self._out: IO[bytes] = tempfile.TemporaryFile()
+        self._err: IO[bytes] = tempfile.TemporaryFile()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
+        except OSError as exc:
+            self._out.close()
+            self._err.close()
+            raise KitError(f"cannot start the compute node {shlex.join(argv)}: {exc}") from exc
+        self.started = time.time()
+        transcript.note(f"started compute node pid {self.proc.pid}: {shlex.join(argv)}")
+
+    @property
+    def pid(self) -> int:
+        """The process id of the node."""
+        return self.proc.pid
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        """The exit status, waiting at most ``timeout`` seconds; ``None`` if still running."""
+        try:
+            status = self.proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return None
+        self.transcript.note(f"compute node exited with status {status}")
+        return status
+
+    def poll(self) -> Optional[int]:
+        """The exit status if the node has exited, else ``None``."""
+        return self.proc.poll()
+
+    def output_tail(self, lines: int = 5) -> str:
+        """The last lines the node wrote to stderr (or stdout), for evidence."""
+        for stream in (self._err, self._out):
+            stream.seek(0)
+            text = stream.read().decode("utf-8", "replace").strip()
+            if text:
+                tail = text.splitlines()[-lines:]
+                return " | ".join(line[:200] for line in tail)
+        return ""
+
+    def stop(self) -> None:
+        """Kill the node if it still runs (by its pid only) and release its files."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a kill that takes this long
+                logger.warning("compute node pid %d did not die within 5 s of SIGKILL", self.proc.pid)
+            self.transcript.note(f"kit killed compute node pid {self.proc.pid}")
+        self._out.close()
+        self._err.close()

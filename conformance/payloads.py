@@ -1,0 +1,321 @@
+"""The payloads the kit sends: other valid encodings, invalid ones, and canaries.
+
+Canonical payloads come from :func:`skyllh_cluster.codec.dumps`.  Everything
+else is assembled here, opcode by opcode, because the kit must be able to
+send what no well-behaved encoder writes:
+
+* :func:`encode` writes a command in another valid encoding (pickle protocol
+  2, 3, 4 or 5, with or without ``FRAME`` and memo opcodes), as other
+  picklers do; ENC-8 says a receiver accepts all of them.  Every payload it
+  returns is checked against the normative grammar before use, so the kit
+  never blames a target for refusing something invalid.
+* :data:`INVALID_FIRST_FRAMES` and :func:`invalid_registration` are first
+  frames a master must refuse (MST-3).
+* :func:`canary` is a pickle that connects back to the kit if, and only if,
+  something unpickles it with an unrestricted unpickler (SEC-1, ENC-5): the
+  "code" it runs is ``socket.create_connection((host, port))``, which does
+  nothing but open a connection to the kit's canary listener.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable, Dict, List, Tuple
+
+from skyllh_cluster.codec import dumps, loads_checked
+from skyllh_cluster.commands import ACK, MSG, Command, RegisterCN, ShutdownCN
+from skyllh_cluster.errors import ProtocolError
+from skyllh_cluster.wire.values import values_equal
+
+from .failures import KitError
+
+__all__ = [
+    "COMMANDS_MODULE",
+    "Assembler",
+    "encode",
+    "ENCODING_STYLES",
+    "checked_valid",
+    "canary",
+    "canary_inside",
+    "INVALID_FIRST_FRAMES",
+    "invalid_registration",
+]
+
+COMMANDS_MODULE = "skyllh.cluster.commands"
+
+#: The encodings :func:`encode` can write: (protocol, FRAME opcode, memo opcodes).
+ENCODING_STYLES: Tuple[Tuple[int, bool, bool], ...] = (
+    (2, False, True),
+    (2, False, False),
+    (3, False, True),
+    (4, False, False),
+    (4, True, True),
+    (5, True, True),
+    (5, False, False),
+)
+
+
+class Assembler:
+    """Writes pickle opcodes one by one (only what the kit needs)."""
+
+    def __init__(self, protocol: int, *, memo: bool = True) -> None:
+        self.protocol = protocol
+        self.memo = memo
+        self._memo_count = 0
+        self.out = bytearray()
+
+    def op(self, code: bytes, arg: bytes = b"") -> "Assembler":
+        self.out += code + arg
+        return self
+
+    def memoize(self) -> "Assembler":
+        if not self.memo:
+            return self
+        if self.protocol >= 4:
+            self.op(b"\x94")  # MEMOIZE
+        elif self._memo_count < 256:
+            self.op(b"q", bytes([self._memo_count]))  # BINPUT
+        else:
+            self.op(b"r", struct.pack("<I", self._memo_count))  # LONG_BINPUT
+        self._memo_count += 1
+        return self
+
+    def global_(self, module: str, name: str) -> "Assembler":
+        if self.protocol >= 4:
+            self.text(module).text(name).op(b"\x93")  # STACK_GLOBAL
+        else:
+            self.op(b"c", f"{module}\n{name}\n".encode("ascii"))  # GLOBAL
+        return self.memoize()
+
+    def text(self, s: str) -> "Assembler":
+        raw = s.encode("utf-8", "surrogatepass")
+        if self.protocol >= 4 and len(raw) < 256:
+            self.op(b"\x8c", bytes([len(raw)]) + raw)  # SHORT_BINUNICODE
+        else:
+            self.op(b"X", struct.pack("<I", len(raw)) + raw)  # BINUNICODE
+        return self.memoize()
+
+    def integer(self, n: int) -> "Assembler":
+        if 0 <= n < 0x100:
+            return self.op(b"K", bytes([n]))  # BININT1
+        if 0 <= n < 0x10000:
+            return self.op(b"M", struct.pack("<H", n))  # BININT2
+        if -(2**31) <= n < 2**31:
+            return self.op(b"J", struct.pack("<i", n))  # BININT
+        raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
+        return self.op(b"\x8a", bytes([len(raw)]) + raw)  # LONG1
+
+    def value(self, v: Any) -> "Assembler":
+        kind = type(v)
+        if v is None:
+            return self.op(b"N")
+        if kind is bool:
+            return self.op(b"\x88" if v else b"\x89")
+        if kind is int:
+            return self.integer(v)
+        if kind is float:
+            return self.op(b"G", struct.pack(">d", v))
+        if kind is str:
+            return self.text(v)
+        if kind is bytes:
+            return self._bytes(v)
+        if kind is list:
+            self.op(b"]").memoize()
+            if v:
+                self.op(b"(")
+                for item in v:
+                    self.value(item)
+                self.op(b"e")  # APPENDS
+            return self
+        if kind is tuple:
+            if not v:
+                return self.op(b")")
+            self.op(b"(")
+            for item in v:
+                self.value(item)
+            return self.op(b"t").memoize()  # TUPLE
+        if kind is dict:
+            self.op(b"}").memoize()
+            if v:
+                self.op(b"(")
+                for key, item in v.items():
+                    self.value(key).value(item)
+                self.op(b"u")  # SETITEMS
+            return self
+        raise KitError(f"the kit cannot encode a {kind.__name__}")
+
+    def _bytes(self, b: bytes) -> "Assembler":
+        if self.protocol >= 3:
+            if len(b) < 256:
+                return self.op(b"C", bytes([len(b)]) + b).memoize()  # SHORT_BINBYTES
+            return self.op(b"B", struct.pack("<I", len(b)) + b).memoize()  # BINBYTES
+        # Protocol 2 has no bytes opcode: CPython writes a call of
+        # _codecs.encode(latin-1 text, 'latin1'), which the profile reads as data.
+        if not b:
+            return self.global_("__builtin__", "bytes").op(b")").op(b"R").memoize()
+        self.global_("_codecs", "encode")
+        self.text(b.decode("latin-1")).text("latin1").op(b"\x86").memoize()
+        return self.op(b"R").memoize()
+
+    def finish(self, *, frame: bool) -> bytes:
+        body = bytes(self.out) + b"."
+        head = b"\x80" + bytes([self.protocol])
+        if frame and self.protocol >= 4:
+            head += b"\x95" + struct.pack("<Q", len(body))
+        return head + body
+
+
+def _state(command: Command) -> Dict[str, Any]:
+    return dict(vars(command))
+
+
+def encode(command: Command, protocol: int = 4, *, frame: bool = True, memo: bool = True) -> bytes:
+    """Encode ``command`` in another valid, usually non-canonical, way.
+
+    Raises :class:`KitError` if the result is not valid under the grammar or
+    does not decode to ``command``: the kit only sends as valid what is.
+    """
+    asm = Assembler(protocol, memo=memo)
+    asm.global_(COMMANDS_MODULE, type(command).__name__)
+    asm.op(b")").op(b"\x81").memoize()  # EMPTY_TUPLE NEWOBJ
+    state = _state(command)
+    if state:
+        asm.op(b"}").memoize().op(b"(")
+        for key, item in state.items():
+            asm.text(key).value(item)
+        asm.op(b"u").op(b"b")  # SETITEMS BUILD
+    return checked_valid(asm.finish(frame=frame), command)
+
+
+def checked_valid(payload: bytes, expected: Command) -> bytes:
+    """Return ``payload`` after checking that the grammar decodes it to ``expected``."""
+    try:
+        decoded = loads_checked(payload)
+    except ProtocolError as exc:
+        raise KitError(f"the kit built an invalid payload {payload.hex()}: {exc}") from None
+    if type(decoded) is not type(expected) or not all(
+        values_equal(a, b) for a, b in zip(_state(decoded).values(), _state(expected).values())
+    ):
+        raise KitError(f"the kit's payload {payload.hex()} decodes to {decoded!r}, not {expected!r}")
+    return payload
+
+
+def _must_be_invalid(payload: bytes) -> bytes:
+    try:
+        loads_checked(payload)
+    except ProtocolError:
+        return payload
+    raise KitError(f"the kit meant {payload.hex()} to be invalid, but it decodes")
+
+
+# -- canaries (SEC-1, ENC-5) -------------------------------------------------------
+def _connect_back(asm: Assembler, host: str, port: int) -> Assembler:
+    """``socket.create_connection((host, port))``: the canary's only effect."""
+    asm.global_("socket", "create_connection")
+    asm.text(host).integer(port).op(b"\x86")  # TUPLE2: the address
+    asm.op(b"\x85")  # TUPLE1: the argument tuple
+    return asm.op(b"R")  # REDUCE
+
+
+def canary(host: str, port: int, protocol: int = 2) -> bytes:
+    """A payload that connects to ``host:port`` when given to ``pickle.loads``.
+
+    The classic shape of a malicious pickle (a call at the top level).  A
+    receiver that meets SEC-1 refuses it without connecting anywhere.
+    """
+    asm = Assembler(protocol)
+    return _must_be_invalid(_connect_back(asm, host, port).finish(frame=protocol >= 4))
+
+
+def canary_inside(command_name: str, host: str, port: int) -> bytes:
+    """A command of the right class whose state hides the canary's call.
+
+    For ``RegisterCN`` the call is the start time; for ``MSG`` it sits inside
+    a list in the value.  A receiver that unpickles first and checks the
+    result afterwards has already run it (ENC-5).
+    """
+    asm = Assembler(4)
+    asm.global_(COMMANDS_MODULE, command_name).op(b")").op(b"\x81").memoize()
+    asm.op(b"}").memoize().op(b"(")
+    if command_name == "RegisterCN":
+        asm.text("_cn_start_time")
+        _connect_back(asm, host, port)
+        asm.text("_cn_live_time").integer(7200)
+    else:
+        asm.text("msg").op(b"]").memoize().op(b"(").value("canary")
+        _connect_back(asm, host, port)
+        asm.op(b"e")
+    asm.op(b"u").op(b"b")
+    return _must_be_invalid(asm.finish(frame=True))
+
+
+# -- invalid first frames (MST-3) --------------------------------------------------
+def invalid_registration(fields: Dict[str, Any]) -> bytes:
+    """A RegisterCN payload with the given state, canonical in every other way."""
+    asm = Assembler(4)
+    asm.global_(COMMANDS_MODULE, "RegisterCN").op(b")").op(b"\x81").memoize()
+    asm.op(b"}").memoize().op(b"(")
+    for key, item in fields.items():
+        asm.text(key).value(item)
+    asm.op(b"u").op(b"b")
+    return _must_be_invalid(asm.finish(frame=True))
+
+
+def _deep_registration(depth: int) -> bytes:
+    """A RegisterCN whose start time is an int inside ``depth`` nested lists."""
+    asm = Assembler(4, memo=False)
+    asm.global_(COMMANDS_MODULE, "RegisterCN").op(b")").op(b"\x81")
+    asm.op(b"}").op(b"(").text("_cn_start_time")
+    for _ in range(depth):  # written flat: EMPTY_LIST MARK ... APPENDS, inside out
+        asm.op(b"]").op(b"(")
+    asm.integer(1732560000)
+    for _ in range(depth):
+        asm.op(b"e")
+    asm.text("_cn_live_time").integer(7200).op(b"u").op(b"b")
+    return _must_be_invalid(asm.finish(frame=True))
+
+
+def _garbage() -> bytes:
+    return b"GET / HTTP/1.0\r\nHost: master\r\n\r\n"
+
+
+#: First frames that are not a valid RegisterCN, by name: each is a payload
+#: the kit sends in a well-formed frame.  Built lazily so that importing the
+#: kit costs nothing.
+INVALID_FIRST_FRAMES: Dict[str, Callable[[], bytes]] = {
+    "garbage": _garbage,
+    "ACK": lambda: dumps(ACK()),
+    "MSG": lambda: dumps(MSG("register me")),
+    "ShutdownCN": lambda: dumps(ShutdownCN()),
+    "RegisterCN with str times": lambda: invalid_registration(
+        {"_cn_start_time": "1732560000", "_cn_live_time": "7200"}
+    ),
+    "RegisterCN with float start time": lambda: invalid_registration(
+        {"_cn_start_time": 1732560000.5, "_cn_live_time": 7200}
+    ),
+    "RegisterCN with bool live time": lambda: invalid_registration(
+        {"_cn_start_time": 1732560000, "_cn_live_time": True}
+    ),
+    "RegisterCN with an extra key": lambda: invalid_registration(
+        {"_cn_start_time": 1732560000, "_cn_live_time": 7200, "host": "evil"}
+    ),
+    "RegisterCN nested 1000 deep": lambda: _deep_registration(1000),
+    "protocol 0 pickle": lambda: _must_be_invalid(b"(iskyllh.cluster.commands\nRegisterCN\np0\n(dp1\nb."),
+    "empty payload": lambda: b"",
+}
+
+
+def registration(start_time: int, live_time: int) -> bytes:
+    """The canonical RegisterCN payload."""
+    return dumps(RegisterCN(start_time, live_time))
+
+
+def frame(payload: bytes) -> bytes:
+    """``payload`` behind its u16 little-endian length prefix (empty allowed: the kit may lie)."""
+    return len(payload).to_bytes(2, "little") + payload
+
+
+def split(data: bytes, cuts: List[int]) -> List[bytes]:
+    """``data`` cut at the given offsets."""
+    bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(data)), len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]

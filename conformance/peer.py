@@ -1,0 +1,425 @@
+"""The kit's own socket peers: one recorded TCP connection, and how to get one.
+
+:class:`WireConnection` wraps a connected socket.  It writes bytes in the
+pieces and with the pauses a test asks for, reads frames with the sans-I/O
+:class:`~skyllh_cluster.wire.framing.FrameBuffer`, and decodes every payload
+only with the normative grammar (:func:`skyllh_cluster.codec.loads_checked`):
+nothing the target sends ever reaches :mod:`pickle`.  Every byte is recorded
+in a :class:`~.transcript.Transcript`.
+
+:func:`connect` opens one as a fake compute node (master mode);
+:class:`Listener` accepts them as a fake master (compute-node mode).
+
+Every wait is bounded by a timeout, and every failure of the target is a
+:class:`~.failures.ClauseFailure` whose evidence says what was expected and
+what came instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple, Type
+
+from skyllh_cluster.codec import loads_checked
+from skyllh_cluster.commands import Command
+from skyllh_cluster.errors import ProtocolError
+from skyllh_cluster.wire.framing import HEADER_SIZE, FrameBuffer
+
+from .failures import ClauseFailure, KitError, NoReply
+from .transcript import Transcript
+
+__all__ = ["Frame", "WireConnection", "connect", "Listener", "describe"]
+
+logger = logging.getLogger(__name__)
+
+_RECV_SIZE = 65536
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One whole frame the target sent, and what the grammar made of it."""
+
+    index: int  # 0 for the first frame on the connection
+    offset: int  # stream offset of the frame's first byte
+    payload: bytes
+    command: Optional[Command]  # None when the payload did not decode
+    error: Optional[ProtocolError]  # why it did not decode
+
+    @property
+    def raw(self) -> bytes:
+        """The frame as it was on the wire: prefix and payload."""
+        return len(self.payload).to_bytes(HEADER_SIZE, "little") + self.payload
+
+    def describe(self) -> str:
+        """A short account of the frame for evidence lines."""
+        if self.command is not None:
+            return f"frame {self.index} ({len(self.payload)} bytes) = {describe(self.command)}"
+        return f"frame {self.index} ({len(self.payload)} bytes), undecodable: {self.error}"
+
+
+def describe(command: Command, width: int = 60) -> str:
+    """``repr`` of a command, shortened for one line of evidence."""
+    text = repr(command)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _decode(payload: bytes, offset: int) -> Tuple[Optional[Command], Optional[ProtocolError]]:
+    """Decode with the grammar; offsets in errors become stream offsets, like the transcript's."""
+    if not payload:
+        return None, ProtocolError("FRM-3", "an empty frame (length prefix 0000)", offset)
+    try:
+        return loads_checked(payload), None
+    except ProtocolError as exc:
+        hint = _big_endian_hint(len(payload).to_bytes(HEADER_SIZE, "little") + payload)
+        if hint:
+            return None, ProtocolError("FRM-1", hint.lstrip("; "), offset)
+        return None, exc.with_offset(offset + HEADER_SIZE)
+
+
+class WireConnection:
+    """One recorded TCP connection between the kit and the target.
+
+    Args:
+        sock: A connected socket; the connection owns it from now on.
+        transcript: Where to record the traffic.
+        timeout: The conformance timeout: how long any single wait may take.
+    """
+
+    def __init__(self, sock: socket.socket, transcript: Transcript, timeout: float) -> None:
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - not every socket type has it
+            pass
+        self.sock = sock
+        self.transcript = transcript
+        self.timeout = timeout
+        self._frames = FrameBuffer()
+        self._count = 0
+        self._closed_by_peer = False
+        self._reset = False
+        self._closed = False
+        self._received = 0
+
+    # -- state -------------------------------------------------------------------
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the target has closed (or reset) its side."""
+        return self._closed_by_peer
+
+    @property
+    def was_reset(self) -> bool:
+        """Whether the target's close was a reset rather than an orderly close."""
+        return self._reset
+
+    @property
+    def frames_read(self) -> int:
+        """How many whole frames have been read."""
+        return self._count
+
+    @property
+    def pending(self) -> int:
+        """Bytes received and not yet returned in a frame."""
+        return self._frames.buffered
+
+    def __enter__(self) -> "WireConnection":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the kit's side (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self.transcript.note("kit closed the connection")
+            self.sock.close()
+
+    def shutdown_write(self) -> None:
+        """Half-close: the target reads end of stream, the kit can still read."""
+        self.transcript.note("kit shut down its sending side")
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.transcript.note(f"shutdown failed: {exc}")
+
+    def fail(self, evidence: str, *, clause: Optional[str] = None, kind: Type[ClauseFailure] = ClauseFailure) -> ClauseFailure:
+        """A failure with this connection's transcript attached."""
+        return kind(evidence, clause=clause, transcripts=[self.transcript])
+
+    # -- sending -------------------------------------------------------------------
+    def send(self, data: bytes, *, cuts: Sequence[int] = (), delays: Sequence[float] = ()) -> None:
+        """Write ``data``, split at the offsets ``cuts`` with a pause before each later piece.
+
+        ``delays[i]`` is the pause before piece ``i + 1`` (missing ones are 0).
+        A target that resets the connection while the kit writes is recorded
+        and raises :class:`ClauseFailure`: it stopped reading a frame it was
+        owed.
+        """
+        bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(data)), len(data)]
+        for i in range(len(bounds) - 1):
+            if i and i - 1 < len(delays) and delays[i - 1] > 0:
+                time.sleep(delays[i - 1])
+            self._send_all(data[bounds[i] : bounds[i + 1]])
+
+    def send_pieces(self, pieces: Sequence[bytes], delay: float = 0.0) -> None:
+        """Write each piece with its own write, pausing ``delay`` between them."""
+        for i, piece in enumerate(pieces):
+            if i and delay > 0:
+                time.sleep(delay)
+            self._send_all(piece)
+
+    def _send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        deadline = time.monotonic() + self.timeout
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise self.fail(
+                        f"expected the target to read what the kit sends, got {len(view)} bytes not taken "
+                        f"within {self.timeout:g} s",
+                        kind=NoReply,
+                    ) from None
+                select.select([], [self.sock], [], min(0.05, self.timeout))
+                continue
+            except OSError as exc:
+                self.transcript.note(f"write failed: {exc}")
+                raise self.fail(
+                    f"expected the connection to stay open while the kit writes, got {_os_error_name(exc)} "
+                    f"with {len(view)} of {len(data)} bytes unsent"
+                ) from None
+            self.transcript.sent(bytes(view[:sent]))
+            view = view[sent:]
+
+    # -- receiving -----------------------------------------------------------------
+    def _pull(self, wait: float) -> bool:
+        """Read what has arrived, waiting at most ``wait`` seconds; False on timeout."""
+        if self._closed_by_peer:
+            return False
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, wait))
+        if not ready:
+            return False
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except BlockingIOError:
+            return True
+        except ConnectionResetError:
+            self._reset = True
+            data = b""
+        if data:
+            self._received += len(data)
+            self.transcript.received(data)
+        else:
+            self._closed_by_peer = True
+            self.transcript.note("target reset the connection" if self._reset else "target closed the connection")
+        self._frames.feed(data)
+        return True
+
+    def received_within(self, seconds: float) -> bytes:
+        """Everything that arrives within ``seconds`` (or until the target closes).
+
+        Used to check that nothing arrives: the bytes are kept for
+        :meth:`read_frame` as well.
+        """
+        before = self._received
+        deadline = time.monotonic() + seconds
+        while not self._closed_by_peer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pull(left):
+                break
+        if self._received == before:
+            return b""
+        return self.transcript.bytes_in("<-")[before:]
+
+    def read_frame(self, timeout: Optional[float] = None, *, waiting_for: str = "a frame") -> Optional[Frame]:
+        """Return the next whole frame, or ``None`` if the target closed between frames.
+
+        Raises:
+            NoReply: nothing whole arrived within the timeout.
+            ClauseFailure: FRM-1, the stream ended inside a frame (with a hint
+                when the prefix reads right as big-endian).
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            offset = self._frames.stream_offset
+            try:
+                payload = self._frames.next_payload()
+            except ProtocolError:
+                raise self.fail(self._cut_short_evidence(), clause="FRM-1") from None
+            if payload is not None:
+                command, error = _decode(payload, offset)
+                frame = Frame(self._count, offset, payload, command, error)
+                self._count += 1
+                return frame
+            if self._frames.at_eof:
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pull(left):
+                if time.monotonic() < deadline:
+                    continue
+                started = self._frames.buffered
+                detail = f" ({self._partial_evidence()})" if started else ""
+                self.transcript.note(f"no reply within {limit:g} s")
+                raise self.fail(f"expected {waiting_for}, got no reply within {limit:g} s{detail}", kind=NoReply)
+
+    def frames(self, timeout: Optional[float] = None, *, waiting_for: str = "a frame") -> Iterator[Frame]:
+        """Yield frames until the target closes; each wait bounded by ``timeout``."""
+        while True:
+            frame = self.read_frame(timeout, waiting_for=waiting_for)
+            if frame is None:
+                return
+            yield frame
+
+    def wait_closed(self, timeout: Optional[float] = None) -> List[Frame]:
+        """Wait for the target to close; return any frames that arrived first.
+
+        Returns the frames read before the close.  Raises :class:`NoReply` if
+        the connection is still open after the timeout.
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        frames: List[Frame] = []
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                frame = self.read_frame(max(left, 0.0), waiting_for="the target to close the connection")
+            except NoReply:
+                raise self.fail(
+                    f"expected the target to close the connection, got it still open after {limit:g} s"
+                    + (f" ({len(frames)} frames arrived meanwhile)" if frames else ""),
+                    kind=NoReply,
+                ) from None
+            if frame is None:
+                return frames
+            frames.append(frame)
+
+    def _partial_evidence(self) -> str:
+        data = self.transcript.bytes_in("<-")[-self._frames.buffered :]
+        if len(data) < HEADER_SIZE:
+            return f"{len(data)} byte of a length prefix arrived"
+        announced = int.from_bytes(data[:2], "little")
+        hint = _big_endian_hint(data)
+        return f"a frame announcing {announced} payload bytes is incomplete after {len(data) - 2}{hint}"
+
+    def _cut_short_evidence(self) -> str:
+        return f"expected whole frames, got the connection closed inside a frame: {self._partial_evidence()}"
+
+
+def _big_endian_hint(data: bytes) -> str:
+    """Say so when a length prefix that does not fit reads right as big-endian."""
+    if len(data) < HEADER_SIZE:
+        return ""
+    swapped = int.from_bytes(data[:2], "big")
+    if 0 < swapped <= len(data) - HEADER_SIZE:
+        try:
+            loads_checked(data[2 : 2 + swapped])
+        except ProtocolError:
+            return ""
+        return (
+            f"; read big-endian the prefix {data[:2].hex()} would announce {swapped} bytes, which decode: "
+            "expected a little-endian prefix"
+        )
+    return ""
+
+
+def _os_error_name(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0)
+    return name or type(exc).__name__
+
+
+def connect(
+    address: Tuple[str, int], transcript: Transcript, timeout: float, *, retry_for: Optional[float] = None
+) -> WireConnection:
+    """Open a connection to a master, as a fresh compute node would.
+
+    A refused connection is retried for ``retry_for`` seconds (default: the
+    timeout): a master that re-opens its listening socket between two nodes
+    is still serving nodes one after another.  Raises :class:`NoReply` when
+    the master cannot be reached in that time.
+    """
+    limit = timeout if retry_for is None else retry_for
+    deadline = time.monotonic() + limit
+    refusals = 0
+    while True:
+        try:
+            sock = socket.create_connection(address, timeout=timeout)
+        except (ConnectionRefusedError, socket.timeout, OSError) as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                refusals += 1
+            if time.monotonic() >= deadline or not isinstance(exc, (ConnectionRefusedError, socket.timeout)):
+                transcript.note(f"could not connect to {address[0]}:{address[1]}: {exc}")
+                raise NoReply(
+                    f"expected the master to accept a connection, got {_os_error_name(exc)} for {limit:g} s",
+                    transcripts=[transcript],
+                ) from None
+            time.sleep(0.01)
+            continue
+        if refusals:
+            transcript.note(f"connected after {refusals} refused attempts")
+        local = sock.getsockname()
+        transcript.note(f"connected from {local[0]}:{local[1]} to {address[0]}:{address[1]}")
+        return WireConnection(sock, transcript, timeout)
+
+
+class Listener:
+    """A listening socket on which the kit plays the master.
+
+    Args:
+        host: Address to listen on (loopback by default).
+        port: Port; 0 picks a free one.
+        timeout: The conformance timeout.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 2.0) -> None:
+        self.timeout = timeout
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise KitError(f"cannot listen on {host}:{port}: {exc}") from exc
+        self._sock.listen(64)
+        self._sock.setblocking(False)
+        self.address: Tuple[str, int] = self._sock.getsockname()[:2]
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._sock.close()
+
+    def drain(self) -> int:
+        """Accept and close connections already waiting (left over from an earlier node)."""
+        dropped = 0
+        while select.select([self._sock], [], [], 0)[0]:
+            try:
+                sock, _ = self._sock.accept()
+            except BlockingIOError:
+                break
+            sock.close()
+            dropped += 1
+        return dropped
+
+    def accept(self, transcript: Transcript, timeout: Optional[float] = None, *, who: str = "the compute node") -> WireConnection:
+        """Wait for one connection; raise :class:`NoReply` if none comes in time."""
+        limit = self.timeout if timeout is None else timeout
+        ready, _, _ = select.select([self._sock], [], [], limit)
+        if not ready:
+            transcript.note(f"no connection within {limit:g} s")
+            raise NoReply(f"expected {who} to connect, got no connection within {limit:g} s", transcripts=[transcript])
+        sock, peer = self._sock.accept()
+        transcript.note(f"accepted a connection from {peer[0]}:{peer[1]}")
+        return WireConnection(sock, transcript, self.timeout)

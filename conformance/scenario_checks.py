@@ -1,0 +1,163 @@
+"""Running the conformance scenario against a target, and judging the result.
+
+Master mode: :func:`run_master_scenario` plays one compute node through the
+whole scenario (spec section 9) and keeps every frame the master sent in a
+:class:`ScenarioRun`.  The clause tests then ask the run their one question
+each (:meth:`ScenarioRun.frames_with_error`, :meth:`ScenarioRun.messages`, ...).
+
+Compute-node mode: :func:`feed_scenario` sends the scenario's frames to a
+node, the way a conforming master would.
+
+Nothing here decides a clause by itself: functions return what was seen or
+raise :class:`~.failures.ClauseFailure` with the clause that the observation
+breaks, and the tests decide which of those they are about.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+from skyllh_cluster.codec import dumps
+from skyllh_cluster.commands import ACK, MSG, Command, ShutdownCN
+from skyllh_cluster.scenario import SCENARIO_PAYLOADS
+
+from .failures import ClauseFailure, NoReply
+from .peer import Frame, WireConnection, describe
+from .transcript import Transcript
+
+__all__ = ["ScenarioRun", "run_master_scenario", "scenario_frames", "expected_commands"]
+
+#: A master that keeps sending is cut off after this many frames (the
+#: scenario has 22), so that reading is bounded in count as well as time.
+MAX_FRAMES = 64
+
+
+def expected_commands() -> List[Command]:
+    """What a scenario master sends to each node, in order."""
+    return [ACK(), *(MSG(p) for p in SCENARIO_PAYLOADS), ShutdownCN()]
+
+
+def scenario_frames() -> List[bytes]:
+    """The scenario's frames, canonically encoded, as a master sends them."""
+    return [len(p).to_bytes(2, "little") + p for p in (dumps(c) for c in expected_commands())]
+
+
+@dataclass
+class ScenarioRun:
+    """What one fake compute node saw while the master ran the scenario for it."""
+
+    transcript: Transcript
+    frames: List[Frame] = field(default_factory=list)
+    #: How the run ended: "closed" (the master closed after ShutdownCN or
+    #: earlier), "open" (still open after the timeout), or "failed".
+    ending: str = "closed"
+    #: The failure that cut the run short (a timeout or a framing error).
+    failure: Optional[ClauseFailure] = None
+    #: Frames that arrived after ShutdownCN.
+    after_shutdown: List[Frame] = field(default_factory=list)
+    shutdown_seen: bool = False
+
+    def fail(self, evidence: str, clause: Optional[str] = None, kind: type = ClauseFailure) -> ClauseFailure:
+        """A failure carrying this run's transcript."""
+        return kind(evidence, clause=clause, transcripts=[self.transcript])
+
+    def frames_with_error(self, clause: str) -> List[Frame]:
+        """The frames whose payload broke ``clause`` under the grammar."""
+        return [f for f in self.frames if f.error is not None and f.error.clause == clause]
+
+    def require_frames(self, what: str) -> None:
+        """Raise the failure that ended the run if it ended before any frame."""
+        if not self.frames:
+            if self.failure is not None:
+                raise self.failure
+            raise self.fail(f"expected frames to check {what}, got none", clause="MST-2")
+
+    def first_undecodable(self) -> Optional[Frame]:
+        """The first frame the grammar refused, if any."""
+        return next((f for f in self.frames if f.error is not None), None)
+
+    def require_decodable(self) -> None:
+        """Raise (with the frame's clause) if any frame did not decode."""
+        bad = self.first_undecodable()
+        if bad is not None:
+            assert bad.error is not None
+            raise self.fail(f"expected a decodable frame, got {bad.describe()}", clause=bad.error.clause)
+
+    def commands(self) -> List[Command]:
+        """The decoded commands, in order (undecodable frames left out)."""
+        return [f.command for f in self.frames if f.command is not None]
+
+    def require_complete(self) -> None:
+        """Raise the failure that cut the run short, if any (a timeout, a framing error)."""
+        if self.failure is not None:
+            raise self.failure
+
+
+def run_master_scenario(
+    conn: WireConnection,
+    registration: bytes,
+    *,
+    cuts: Sequence[int] = (),
+    delays: Sequence[float] = (),
+    close_wait: Optional[float] = None,
+    stall_clause: Optional[str] = None,
+) -> ScenarioRun:
+    """Register with ``registration`` (a whole frame) and read the scenario to its end.
+
+    Reading stops when the master closes, when a read times out, after
+    :data:`MAX_FRAMES` frames, or ``close_wait`` seconds (default: the
+    timeout) after ShutdownCN if the master leaves the connection open.
+    Target failures are recorded in the run, not raised; the kit's own
+    errors propagate.  A failure that names no clause (a timeout, a reset) is
+    blamed on ``stall_clause`` if given, else on MST-1 before the first frame
+    (a valid RegisterCN was not answered) and SCN-1 after it.
+    """
+    run = ScenarioRun(conn.transcript)
+    try:
+        conn.send(registration, cuts=cuts, delays=delays)
+        waiting = "an ACK"
+        while len(run.frames) + len(run.after_shutdown) < MAX_FRAMES:
+            if run.shutdown_seen:
+                try:
+                    run.after_shutdown.extend(conn.wait_closed(close_wait))
+                except NoReply:
+                    run.ending = "open"
+                return run
+            frame = conn.read_frame(waiting_for=waiting)
+            if frame is None:
+                return run
+            run.frames.append(frame)
+            if isinstance(frame.command, ShutdownCN):
+                run.shutdown_seen = True
+            waiting = f"frame {len(run.frames)} of the scenario"
+        run.failure = run.fail(f"expected the scenario's 22 frames, got more than {MAX_FRAMES}", clause="SCN-1")
+        run.ending = "failed"
+    except ClauseFailure as failure:
+        run.failure = failure.about(stall_clause or ("SCN-1" if run.frames else "MST-1"))
+        run.ending = "failed"
+    return run
+
+
+def order_mismatch(received: List[Command]) -> Optional[str]:
+    """Evidence if ``received`` is not the scenario's commands, compared loosely.
+
+    Loose comparison (``==``, so ``1 == 1.0 == True``) finds missing, extra and
+    reordered commands; exactness of each value is VAL-4's question.
+    """
+    expected = expected_commands()
+    for i, (want, got) in enumerate(zip(expected, received)):
+        if type(want) is not type(got) or (isinstance(want, MSG) and not _loosely_equal(want.msg, got.msg)):
+            return f"expected command {i} to be {describe(want)}, got {describe(got)}"
+    if len(received) < len(expected):
+        return f"expected {describe(expected[len(received)])} as command {len(received)}, got nothing more"
+    if len(received) > len(expected):
+        return f"expected nothing after ShutdownCN, got {describe(received[len(expected)])}"
+    return None
+
+
+def _loosely_equal(a: object, b: object) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - comparing decoded values must never break the kit
+        return False

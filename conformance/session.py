@@ -1,0 +1,285 @@
+"""The kit's view of one run: its options, and the peers its tests use.
+
+:class:`KitOptions` is what the command line said.  :class:`Kit` is handed to
+every kit test (the ``kit`` fixture); it opens connections to the master
+under test (master mode), starts compute nodes under test and accepts their
+connections (compute-node mode), plants canaries, and gives Hypothesis its
+settings.  Whatever a test opens through it is closed, and every process it
+starts is killed by pid, when the test ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+from hypothesis import HealthCheck, Phase, settings
+
+from skyllh_cluster.commands import Command, RegisterCN
+from skyllh_cluster.wire.framing import HEADER_SIZE
+
+from .canary import Canary
+from .failures import ClauseFailure, KitError, NoReply
+from .launcher import NodeProcess, command_line
+from .peer import Frame, Listener, WireConnection, connect
+from .transcript import Transcript
+
+__all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_address(text: str, option: str) -> Tuple[str, int]:
+    """``HOST:PORT`` (IPv6 hosts in brackets) as a tuple; :class:`ValueError` otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{option} wants HOST:PORT, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class KitOptions:
+    """The kit's command-line options, checked."""
+
+    target: Optional[Tuple[str, int]] = None
+    cn_command: Optional[str] = None
+    listen: Tuple[str, int] = ("127.0.0.1", 0)
+    timeout: float = 2.0
+    examples: int = 10
+    strict: bool = False
+    registration_budget: float = 5.0
+    cn_startup_timeout: float = 10.0
+    cn_live_time: int = 60
+    seeded: bool = False
+
+    @property
+    def target_text(self) -> str:
+        """The target(s) as the report names them."""
+        parts = []
+        if self.target is not None:
+            parts.append(f"{self.target[0]}:{self.target[1]}")
+        if self.cn_command is not None:
+            parts.append(self.cn_command)
+        return " + ".join(parts)
+
+
+class Kit:
+    """What a kit test uses to talk to the target.  One per run; see the module docstring."""
+
+    def __init__(self, options: KitOptions) -> None:
+        self.options = options
+        self._listener: Optional[Listener] = None
+        self._opened: List[Any] = []
+
+    @property
+    def timeout(self) -> float:
+        """The conformance timeout: the longest single wait for a reply."""
+        return self.options.timeout
+
+    # -- Hypothesis --------------------------------------------------------------------
+    def settings(self, cost: int = 1) -> settings:
+        """Hypothesis settings for a kit test.
+
+        ``cost`` is how expensive one example is, relative to a plain master
+        exchange: a test that starts a process per example passes 5 and gets
+        a fifth of ``--conformance-examples`` (at least 1).  Runs are
+        derandomized (the same inputs every run) unless ``--hypothesis-seed``
+        is given, which then picks the inputs.
+        """
+        return settings(
+            max_examples=max(1, self.options.examples // max(1, cost)),
+            deadline=None,
+            derandomize=not self.options.seeded,
+            database=None,
+            phases=(Phase.explicit, Phase.generate, Phase.shrink),
+            suppress_health_check=list(HealthCheck),
+            print_blob=False,
+        )
+
+    # -- cleanup -----------------------------------------------------------------------
+    def track(self, resource: Any) -> Any:
+        """Close ``resource`` (anything with ``close`` or ``stop``) when the test ends."""
+        self._opened.append(resource)
+        return resource
+
+    def cleanup(self) -> None:
+        """Close everything opened since the last cleanup, newest first."""
+        while self._opened:
+            resource = self._opened.pop()
+            (getattr(resource, "stop", None) or resource.close)()
+
+    def close(self) -> None:
+        """End of the run: clean up and stop listening."""
+        self.cleanup()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    # -- master mode: the kit plays compute nodes ---------------------------------------
+    @property
+    def target(self) -> Tuple[str, int]:
+        """The master under test."""
+        if self.options.target is None:
+            raise KitError("this test needs --target HOST:PORT")
+        return self.options.target
+
+    def connect(self, label: str = "node") -> WireConnection:
+        """A fresh connection to the master under test, closed when the test ends."""
+        transcript = Transcript(label)
+        return self.track(connect(self.target, transcript, self.timeout))
+
+    def canary_for(self, conn: WireConnection) -> Canary:
+        """A canary listener on the address from which the target sees ``conn``."""
+        host = conn.sock.getsockname()[0]
+        return self.track(Canary(host))
+
+    # -- compute-node mode: the kit plays the master ---------------------------------------
+    @property
+    def listener(self) -> Listener:
+        """The kit's master socket (opened on first use, for the whole run)."""
+        if self._listener is None:
+            host, port = self.options.listen
+            self._listener = Listener(host, port, self.timeout)
+        return self._listener
+
+    def start_node(self, live_time: Optional[int] = None, label: str = "node") -> "NodeUnderTest":
+        """Start a compute node under test and accept its connection.
+
+        The node is killed (by pid) when the test ends, if it has not exited.
+        """
+        if self.options.cn_command is None:
+            raise KitError("this test needs --cn-command")
+        listener = self.listener
+        dropped = listener.drain()
+        transcript = Transcript(label)
+        if dropped:
+            transcript.note(f"closed {dropped} stray connections left from earlier nodes")
+        live = self.options.cn_live_time if live_time is None else live_time
+        host, port = listener.address
+        process = self.track(NodeProcess(command_line(self.options.cn_command, host, port, live), transcript))
+        node = NodeUnderTest(process, live, transcript, self.timeout)
+        node.conn = self.track(_accept_from(listener, process, transcript, self.options.cn_startup_timeout))
+        return node
+
+
+def _accept_from(listener: Listener, process: NodeProcess, transcript: Transcript, limit: float) -> WireConnection:
+    """Accept the node's connection, noticing at once if the node exits instead."""
+    deadline = time.monotonic() + limit
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return listener.accept(transcript, min(0.1, max(left, 0.0)))
+        except NoReply:
+            status = process.poll()
+            if status is not None:
+                transcript.note(f"compute node exited with status {status} before connecting")
+                tail = process.output_tail()
+                raise ClauseFailure(
+                    f"expected the compute node to connect, got exit status {status} before it connected"
+                    + (f"; it said: {tail}" if tail else ""),
+                    clause="CN-1",
+                    transcripts=[transcript],
+                ) from None
+            if left <= 0:
+                raise NoReply(
+                    f"expected the compute node to connect, got no connection within {limit:g} s",
+                    clause="CN-1",
+                    transcripts=[transcript],
+                ) from None
+
+
+class NodeUnderTest:
+    """One compute node process under test and its connection to the kit."""
+
+    conn: WireConnection
+
+    def __init__(self, process: NodeProcess, live_time: int, transcript: Transcript, timeout: float) -> None:
+        self.process = process
+        self.live_time = live_time
+        self.transcript = transcript
+        self.timeout = timeout
+        self._registration: Optional[Frame] = None
+
+    def fail(self, evidence: str, *, clause: Optional[str] = None, kind: type = ClauseFailure) -> ClauseFailure:
+        """A failure with the transcript and the node's last words attached."""
+        tail = self.process.output_tail()
+        if tail:
+            self.transcript.note(f"node output: {tail}")
+        return kind(evidence, clause=clause, transcripts=[self.transcript])
+
+    def registration(self) -> Frame:
+        """The node's first frame, which must be a RegisterCN (CN-1); read once."""
+        if self._registration is None:
+            frame = self.conn.read_frame(waiting_for="a RegisterCN")
+            if frame is None:
+                raise self.fail("expected a RegisterCN, got the connection closed before any frame", clause="CN-1")
+            if frame.error is not None:
+                raise self.fail(f"expected a valid RegisterCN, got {frame.describe()}", clause=frame.error.clause)
+            if not isinstance(frame.command, RegisterCN):
+                raise self.fail(f"expected a RegisterCN first, got {frame.describe()}", clause="CN-1")
+            self._registration = frame
+        return self._registration
+
+    def send(self, data: bytes, *, cuts: Sequence[int] = (), delays: Sequence[float] = ()) -> None:
+        """Send raw bytes to the node (a node that closed early is noted, not an error here)."""
+        try:
+            self.conn.send(data, cuts=cuts, delays=delays)
+        except ClauseFailure as failure:
+            # Whether the node was allowed to close is the test's question;
+            # the transcript already holds the failed write.
+            self.transcript.note(f"send stopped: {failure.evidence}")
+
+    def send_frames(self, payloads: Sequence[bytes]) -> None:
+        """Send each payload behind its length prefix, all in one write."""
+        self.send(b"".join(len(p).to_bytes(HEADER_SIZE, "little") + p for p in payloads))
+
+    def sends_nothing_for(self, seconds: float, clause: str = "CN-5") -> None:
+        """Fail if the node sends any byte within ``seconds`` (it may close)."""
+        extra = self.conn.received_within(seconds)
+        if extra:
+            raise self.fail(f"expected nothing from the node, got {len(extra)} bytes: {extra[:32].hex()}", clause=clause)
+
+    def closes_within(self, seconds: float, what: str, clause: Optional[str] = None) -> None:
+        """Fail unless the node closes the connection within ``seconds``, sending nothing."""
+        try:
+            frames = self.conn.wait_closed(seconds)
+        except NoReply:
+            raise self.fail(
+                f"expected the node to close the connection {what}, got it still open after {seconds:g} s",
+                clause=clause,
+                kind=NoReply,
+            ) from None
+        if frames:
+            raise self.fail(f"expected nothing from the node, got {frames[0].describe()}", clause="CN-5")
+
+    def exits_within(self, seconds: float, what: str, clause: Optional[str] = None) -> int:
+        """The node's exit status; fail if it still runs after ``seconds``."""
+        status = self.process.wait_exit(seconds)
+        if status is None:
+            raise self.fail(
+                f"expected the node to exit {what}, got it still running after {seconds:g} s",
+                clause=clause,
+                kind=NoReply,
+            )
+        return status
+
+    def register(self) -> RegisterCN:
+        """Read the RegisterCN and return it (the ACK is the test's business)."""
+        command = self.registration().command
+        assert isinstance(command, RegisterCN)
+        return command
+
+    def readable_now(self) -> bool:
+        """Whether the node has sent something (or closed) that is not yet read."""
+        return bool(select.select([self.conn.sock], [], [], 0)[0])
+
+
+def command_frame(command: Command) -> bytes:
+    """A whole canonical frame for ``command``."""
+    from skyllh_cluster.codec import dumps
+
+    payload = dumps(command)
+    return len(payload).to_bytes(HEADER_SIZE, "little") + payload

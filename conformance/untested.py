@@ -1,0 +1,34 @@
+"""The clauses the kit has no test for, and why.
+
+Every other clause of :data:`skyllh_cluster.clauses.CLAUSES` has at least one
+kit test that can fail; the kit's own self-tests keep the two sets
+complementary.  A clause is here only when nothing a peer can see on the wire
+tells a conforming implementation from a broken one.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+__all__ = ["NOT_ON_THE_WIRE"]
+
+NOT_ON_THE_WIRE: Dict[str, str] = {
+    "FRM-2": (
+        "no test: not observable on the wire; a refused payload is never sent, and the scenario "
+        "never asks a sender for one over 65535 bytes"
+    ),
+    "ENC-6": (
+        "no test: not observable on the wire; a frame of at most 65535 bytes already bounds what a decoder "
+        "can be made to build, and a receiver that copes without a depth bound looks the same "
+        "(the kit still sends a 1000-deep value as an invalid first frame, MST-3)"
+    ),
+    "VAL-1": (
+        "no test of its own: any value outside the subset needs an opcode or a global outside the profile, "
+        "so it is caught as ENC-2 or ENC-3"
+    ),
+    "MST-8": (
+        "no test: not observable in the scenario; it serves each node on its own, with no broadcast "
+        "to several registered nodes, and failure reports are local"
+    ),
+    "ERR-2": "no test: not observable on the wire; error reports are the implementation's logs and exceptions",
+}
