@@ -263,6 +263,10 @@ def encode_command(command: Command) -> bytes:
     '80049526000000000000008c17736b796c6c682e636c75737465722e636f6d6d616e6473948c0341434b9493942981942e'
     """
     state = _command_state(command)
+    if not state:
+        constant = _STATELESS.get(type(command))
+        if constant is not None:
+            return constant
     writer = _ValueWriter()
     class_name = sys.intern(type(command).__name__)
     # The memo entries CPython makes before the state: module name (0), class
@@ -296,3 +300,8 @@ def encode_command(command: Command) -> bytes:
             "FRM-2", f"the encoded command is {len(payload)} bytes, more than fits in a frame ({MAX_PAYLOAD})"
         )
     return payload
+
+
+# ACK and ShutdownCN have one encoding each: write them once.
+_STATELESS: Dict[type, bytes] = {}
+_STATELESS.update({cls: encode_command(cls()) for cls in (ACK, ShutdownCN)})
