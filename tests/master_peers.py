@@ -157,3 +157,127 @@ class MaliciousReduce:
 def malicious_frame(canary: str) -> bytes:
     """A frame whose payload, if unpickled, would create the file ``canary``."""
     return frame(pickle.dumps(MaliciousReduce(f"touch {canary}"), protocol=4))
+
+
+# --- compute node processes ---------------------------------------------------------------
+
+import queue as _queue
+import re as _re
+import subprocess as _subprocess
+import sys as _sys
+from pathlib import Path as _Path
+from typing import Dict, List, Sequence
+
+REFERENCE = _Path(__file__).resolve().parents[1] / "reference"
+PROCESS_WAIT = 60.0  # seconds; starting the original imports numpy and scipy
+
+#: How each kind of compute node is started, with the original's arguments.
+NODE_COMMANDS = {
+    "original": [_sys.executable, "-m", "skyllh.cluster.compute_node"],
+    "ours": [_sys.executable, "-m", "skyllh_cluster.compute_node"],
+    "cli": [_sys.executable, "-m", "skyllh_cluster", "compute-node"],
+}
+
+
+def subprocess_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REFERENCE), env.get("PYTHONPATH")) if p)
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def start_compute_node(kind: str, host: str, port: int, live_time: int = 60, prefix: Sequence[str] = ()):
+    return _subprocess.Popen(
+        [*prefix, *NODE_COMMANDS[kind], host, str(port), "--live-time", str(live_time)],
+        stdout=_subprocess.PIPE,
+        stderr=_subprocess.PIPE,
+        env=subprocess_env(),
+        encoding="utf-8",
+    )
+
+
+def expected_node_output(host: str, port: int, live_time: int, messages: Sequence[Any]) -> List[str]:
+    """The lines the original compute node prints for this session (ours prints the same)."""
+    return [
+        f"Registered to master {host}:{port}",
+        f"Runtime set to {live_time} seconds",
+        *(f"Received general message: {m}" for m in messages),
+        "Received shutdown command. Shutting down.",
+    ]
+
+
+def finish(process, timeout: float = PROCESS_WAIT):
+    """Wait (bounded) for a process we started; kill it by its handle if it overruns."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except _subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"process {process.args} did not finish; stderr: {err}")
+    return process.returncode, out, err
+
+
+class LineReader:
+    """Reads a process's stream on a thread, so that waiting for a line is bounded."""
+
+    def __init__(self, stream) -> None:
+        self.lines: "_queue.Queue[str]" = _queue.Queue()
+        self.seen: List[str] = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)  # type: ignore[arg-type]
+
+    def wait_for(self, pattern: str, timeout: float = PROCESS_WAIT):
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no line matching {pattern!r}; saw {self.seen}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except _queue.Empty:
+                continue
+            if line is None:
+                raise EOFError(f"stream ended without {pattern!r}; saw {self.seen}")
+            self.seen.append(line)
+            match = _re.search(pattern, line)
+            if match:
+                return match
+
+    def rest(self, timeout: float = PROCESS_WAIT) -> List[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except _queue.Empty:
+                continue
+            if line is None:
+                return self.seen
+            self.seen.append(line)
+        raise TimeoutError("the stream did not end")
+
+
+def start_master_cli(*args: str, prefix: Sequence[str] = ()):
+    """``python -m skyllh_cluster master ARGS``; returns the process and a reader of its stderr."""
+    process = _subprocess.Popen(
+        [*prefix, _sys.executable, "-m", "skyllh_cluster", "master", *args],
+        stdin=_subprocess.PIPE,
+        stdout=_subprocess.PIPE,
+        stderr=_subprocess.PIPE,
+        env=subprocess_env(),
+        encoding="utf-8",
+    )
+    return process, LineReader(process.stderr)
+
+
+def wait_exit(process, timeout: float = PROCESS_WAIT) -> int:
+    """Wait (bounded) for a process whose streams are read elsewhere; kill it by its handle on overrun."""
+    try:
+        return process.wait(timeout=timeout)
+    except _subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"process {process.args} did not finish")
