@@ -280,3 +280,31 @@ def test_console_script_module_entry_point():
     )
     assert done.returncode == 0 and done.stdout.strip().startswith("skyllh-cluster ")
 
+
+
+def test_the_default_host_is_what_the_original_binds(monkeypatch, capsys):
+    asked = []
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": asked.append(name) or "127.0.0.1")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert cli.main(["master", "--port", "0", "--n-cn", "0"]) == cli.EXIT_OK
+    assert asked == [socket.gethostname()]
+    assert capsys.readouterr().err.startswith("listening on 127.0.0.1:")
+
+
+def test_a_node_lost_before_the_shutdown_exits_1(monkeypatch, capsys):
+    left = threading.Event()
+
+    def leaves(node: RawNode) -> bytes:
+        node.register()
+        ack = node.read_exact(len(GOLDEN_ACK))
+        node.close()
+        left.set()
+        return ack
+
+    port = free_port()
+    monkeypatch.setattr(sys, "stdin", GatedLines("", left))
+    call = Background(lambda: leaves(connect_when_listening(port)))
+    status = cli.main(["master", "--host", "127.0.0.1", "--port", str(port), "--n-cn", "1"])
+    assert call.result() == GOLDEN_ACK
+    assert status == cli.EXIT_NODES_FAILED
+    assert "ShutdownCN: compute node 127.0.0.1:" in capsys.readouterr().err

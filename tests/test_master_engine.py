@@ -10,6 +10,7 @@ slow readers.  Expected bytes come from the original's classes.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import socket
 import time
@@ -296,6 +297,7 @@ def test_a_slow_reader_is_written_to_as_it_reads(server):
     call = Background(lambda: server.register(1, timeout=WAIT))
     slow = RawNode(server.address, rcvbuf=4096).register()
     call.result()
+    server.nodes[0].sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # partial writes
     big = "x" * 60000
     expected = GOLDEN_ACK + msg_frame(big) * 3
     reader = Background(lambda: (time.sleep(0.3), slow.read_exact(len(expected)))[1])
@@ -490,3 +492,61 @@ def test_ensure_fd_limit_raises_the_soft_limit_only_up_to_the_hard_one():
         assert ensure_fd_limit(hard + 10) == hard
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_frame_queued_behind_unsent_bytes_keeps_its_order(server):
+    call = Background(lambda: server.register(1, timeout=WAIT))
+    raw = RawNode(server.address, rcvbuf=4096).register()
+    call.result()
+    (node,) = server.nodes
+    node.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    first, second = msg_frame("a" * 60000), msg_frame("b")
+    assert node.connection.send(MSG("a" * 60000)) == first
+    assert node.write(first) is False and node.has_queued and node.pending > 0
+    assert node.write(b"") is False  # queued behind, nothing overtakes
+    reader = Background(lambda: raw.read_exact(len(GOLDEN_ACK) + len(first) + len(second)))
+    assert server.broadcast(MSG("b"), timeout=WAIT).delivered == (raw.key,)
+    assert reader.result() == GOLDEN_ACK + first + second
+    assert repr(node) == f"<Node {raw.key} SERVING>"
+
+
+def test_registered_nodes_leave_the_timeout_queue_quietly(caplog):
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    with MasterServer(registration_timeout=0.2) as engine:
+        engine.listen("127.0.0.1", 0)
+        call = Background(lambda: engine.register(2, timeout=WAIT))
+        early = RawNode(engine.address).register()
+        time.sleep(0.5)  # the early node's registration deadline passes while registration goes on
+        late = RawNode(engine.address).register()
+        call.result()
+        assert {n.key for n in engine.nodes} == {early.key, late.key}
+    assert "MST-7" not in caplog.text
+
+
+def test_accepting_pauses_when_descriptors_run_out(caplog, monkeypatch):
+    import resource
+    import threading
+
+    from skyllh_cluster.master import server as server_module
+
+    monkeypatch.setattr(server_module, "ensure_fd_limit", lambda wanted: wanted)  # keep the low limit
+    caplog.set_level(logging.ERROR, logger=LOGGER)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with MasterServer(registration_timeout=WAIT) as engine:
+        engine.listen("127.0.0.1", 0)
+        nodes = [RawNode(engine.address).register() for _ in range(3)]  # wait in the backlog
+        restore = threading.Timer(0.3, lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+        try:
+            first_free = os.dup(0)
+            second_free = os.dup(0)
+            os.close(first_free)
+            os.close(second_free)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (second_free, hard))  # room for one accept
+            restore.start()
+            engine.register(3, timeout=WAIT)
+        finally:
+            restore.cancel()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for node in nodes:
+            assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+    assert "cannot accept connections" in caplog.text
