@@ -249,15 +249,8 @@ class WireConnection:
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:
-            offset = self._frames.stream_offset
-            try:
-                payload = self._frames.next_payload()
-            except ProtocolError:
-                raise self.fail(self._cut_short_evidence(), clause="FRM-1") from None
-            if payload is not None:
-                command, error = _decode(payload, offset)
-                frame = Frame(self._count, offset, payload, command, error)
-                self._count += 1
+            frame = self._next_buffered()
+            if frame is not None:
                 return frame
             if self._frames.at_eof:
                 return None
@@ -269,6 +262,28 @@ class WireConnection:
                 detail = f" ({self._partial_evidence()})" if started else ""
                 self.transcript.note(f"no reply within {limit:g} s")
                 raise self.fail(f"expected {waiting_for}, got no reply within {limit:g} s{detail}", kind=NoReply)
+
+    def _next_buffered(self) -> Optional[Frame]:
+        offset = self._frames.stream_offset
+        try:
+            payload = self._frames.next_payload()
+        except ProtocolError:
+            raise self.fail(self._cut_short_evidence(), clause="FRM-1") from None
+        if payload is None:
+            return None
+        command, error = _decode(payload, offset)
+        frame = Frame(self._count, offset, payload, command, error)
+        self._count += 1
+        return frame
+
+    def buffered_frames(self) -> List[Frame]:
+        """The whole frames already received and not yet read, without waiting."""
+        frames: List[Frame] = []
+        while True:
+            frame = self._next_buffered()
+            if frame is None:
+                return frames
+            frames.append(frame)
 
     def frames(self, timeout: Optional[float] = None, *, waiting_for: str = "a frame") -> Iterator[Frame]:
         """Yield frames until the target closes; each wait bounded by ``timeout``."""
@@ -350,7 +365,7 @@ def connect(
     refusals = 0
     while True:
         try:
-            sock = socket.create_connection(address, timeout=timeout)
+            sock = socket.create_connection(address, timeout=max(0.05, min(timeout, deadline - time.monotonic())))
         except (ConnectionRefusedError, socket.timeout, OSError) as exc:
             if isinstance(exc, ConnectionRefusedError):
                 refusals += 1

@@ -126,10 +126,13 @@ class Kit:
             raise KitError("this test needs --target HOST:PORT")
         return self.options.target
 
-    def connect(self, label: str = "node") -> WireConnection:
-        """A fresh connection to the master under test, closed when the test ends."""
+    def connect(self, label: str = "node", patience: Optional[float] = None) -> WireConnection:
+        """A fresh connection to the master under test, closed when the test ends.
+
+        ``patience`` bounds how long connecting may take (default: the timeout).
+        """
         transcript = Transcript(label)
-        return self.track(connect(self.target, transcript, self.timeout))
+        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience))
 
     def canary_for(self, conn: WireConnection) -> Canary:
         """A canary listener on the address from which the target sees ``conn``."""

@@ -137,3 +137,58 @@ def payload_mutations(draw: st.DrawFn, payloads: st.SearchStrategy[bytes]) -> by
 def split_points(data: bytes) -> st.SearchStrategy[List[int]]:
     """Sorted cut positions inside ``data`` (possibly none, possibly repeated)."""
     return st.lists(st.integers(0, len(data)), max_size=8).map(sorted)
+
+
+# -- the conformance kit's strategies ---------------------------------------------------
+# The kit draws how to send (split points and pauses), what to register
+# with, what invalid first frames to try and which values to send to a
+# compute node.  Pauses are short: the kit's speed budget is seconds.
+
+#: The longest pause the kit makes between two pieces of a frame.
+MAX_PAUSE = 0.02
+
+
+@st.composite
+def send_plans(draw: st.DrawFn, size: int, max_pieces: int = 8) -> "tuple[List[int], List[float]]":
+    """How to write ``size`` bytes: cut offsets, and the pause before each later piece."""
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, size - 1)), max_size=max_pieces - 1))))
+    cuts = [c for c in cuts if 0 < c < size]
+    pauses = draw(st.lists(st.sampled_from([0.0, 0.001, 0.005, MAX_PAUSE]), min_size=len(cuts), max_size=len(cuts)))
+    return cuts, pauses
+
+
+def registration_times() -> st.SearchStrategy["tuple[int, int]"]:
+    """(start offset from now in seconds, live time): plausible registrations that have not expired."""
+    return st.tuples(
+        st.one_of(st.integers(-5, 5), st.sampled_from([-3000, 0])),
+        st.one_of(st.integers(3600, 2**31 - 1), st.sampled_from([3600, 7200, 2**31 - 1, 2**40])),
+    )
+
+
+def invalid_registrations(valid: bytes) -> st.SearchStrategy[bytes]:
+    """Mutations of a valid RegisterCN payload (the caller keeps those the grammar refuses)."""
+    return payload_mutations(st.just(valid))
+
+
+def printable_values(max_leaves: int = 12) -> st.SearchStrategy[Any]:
+    """Values of the subset without lone surrogates.
+
+    A node may print what it receives (the original does); a lone surrogate
+    cannot be written to a UTF-8 stdout, and that is the application's
+    business, not the protocol's.  Every other part of the subset is drawn.
+    """
+    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+    scalars = st.one_of(st.none(), st.booleans(), integers(), floats(), text, _bytes())
+    keys = st.one_of(st.none(), st.booleans(), st.integers(), text, st.binary(max_size=8))
+
+    def extend(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=4).map(tuple),
+            st.dictionaries(keys, inner, max_size=3),
+        )
+
+    return st.recursive(scalars, extend, max_leaves=max_leaves)
+
+
+__all__ += ["MAX_PAUSE", "send_plans", "registration_times", "invalid_registrations", "printable_values"]

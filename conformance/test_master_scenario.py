@@ -137,15 +137,20 @@ def test_values_arrive_exactly(master_run: ScenarioRun) -> None:
 
 @pytest.mark.clause("SCN-2")
 def test_serves_nodes_one_after_another(kit: Kit) -> None:
-    """Three fresh nodes, one after another, each get the whole scenario."""
+    """Three nodes, each connecting while the one before is being served, all get the whole scenario."""
+    waiting = kit.connect("node 1 of 3")
     for n in range(3):
-        conn = kit.connect(f"node {n + 1} of 3")
+        conn = waiting
+        # The next node connects now, while this one registers and is
+        # served: a scenario master keeps listening, so it is served next.
+        waiting = kit.connect(f"node {n + 2} of 3") if n < 2 else None
         run = run_master_scenario(conn, command_frame(RegisterCN(1732560000 + n, 3600)), stall_clause="SCN-2")
         conn.close()
         if run.failure is not None:
-            raise run.failure
-        if order_mismatch(run.commands()) is not None:
-            raise run.fail(f"node {n + 1}: {order_mismatch(run.commands())}", clause="SCN-1")
+            raise run.failure.with_transcripts(*([waiting.transcript] if waiting else []))
+        mismatch = order_mismatch(run.commands())
+        if mismatch is not None:
+            raise run.fail(f"node {n + 1}: {mismatch}", clause="SCN-1")
 
 
 def _loosely_equal(a: object, b: object) -> bool:

@@ -1,0 +1,226 @@
+"""Master mode: registration (MST-1, MST-2, MST-3, MST-7, MST-9, ENC-8, FRM-4, FRM-5, FRM-6).
+
+Each test opens fresh connections.  Hypothesis draws how the RegisterCN is
+written (split points and pauses), what it registers, and which invalid
+first frames to try; a failing example is shrunk and reported with the byte
+transcript of its last run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import List
+
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from skyllh_cluster.codec import dumps, loads_checked
+from skyllh_cluster.commands import ACK, RegisterCN
+from skyllh_cluster.errors import ProtocolError
+
+from skyllh_cluster.conformance import payloads
+from skyllh_cluster.conformance.failures import NoReply
+from skyllh_cluster.conformance.peer import Frame, WireConnection
+from skyllh_cluster.conformance.scenario_checks import read_to_shutdown
+from skyllh_cluster.conformance.session import Kit, command_frame
+from skyllh_cluster.conformance.strategies import invalid_registrations, registration_times, send_plans
+
+REGISTRATION = command_frame(RegisterCN(1732560000, 7200))
+
+
+def _fresh_registration() -> bytes:
+    return command_frame(RegisterCN(int(time.time()), 3600))
+
+
+def _expect_ack(conn: WireConnection, what: str, *, clause: str = "MST-1") -> Frame:
+    """Read the master's first frame and fail unless it is an ACK."""
+    try:
+        frame = conn.read_frame(waiting_for=f"an ACK to {what}")
+    except NoReply as failure:
+        raise failure.about(clause) from None
+    if frame is None:
+        raise conn.fail(f"expected an ACK to {what}, got the connection closed", clause=clause)
+    if frame.error is not None:
+        raise conn.fail(f"expected an ACK to {what}, got {frame.describe()}", clause=frame.error.clause)
+    if not isinstance(frame.command, ACK):
+        raise conn.fail(f"expected an ACK to {what}, got {frame.describe()}", clause="MST-2")
+    read_to_shutdown(conn)
+    return frame
+
+
+def _expect_refusal(conn: WireConnection, what: str, budget: float) -> None:
+    """Fail unless the master closes ``conn`` within ``budget`` without sending anything."""
+    try:
+        frames = conn.wait_closed(budget)
+    except NoReply:
+        raise conn.fail(
+            f"expected the master to close the connection after {what}, got it open after {budget:g} s", kind=NoReply
+        ) from None
+    if frames:
+        raise conn.fail(f"expected no reply to {what}, got {frames[0].describe()}")
+    if conn.transcript.bytes_in("<-"):
+        raise conn.fail(f"expected no reply to {what}, got {len(conn.transcript.bytes_in('<-'))} bytes")
+
+
+@pytest.mark.clause("MST-1")
+def test_accepts_registrations(kit: Kit) -> None:
+    """A valid RegisterCN with any plausible times is answered with an ACK."""
+
+    @kit.settings()
+    @given(times=registration_times())
+    def accepts(times: "tuple[int, int]") -> None:
+        start, live = int(time.time()) + times[0], times[1]
+        with kit.connect(f"RegisterCN({start}, {live})") as conn:
+            conn.send(command_frame(RegisterCN(start, live)))
+            _expect_ack(conn, f"RegisterCN({start}, {live})")
+
+    accepts()
+
+
+@pytest.mark.parametrize(
+    "style",
+    [pytest.param(s, id=f"protocol{s[0]}{'-frame' if s[1] else ''}{'-memo' if s[2] else ''}") for s in payloads.ENCODING_STYLES],
+)
+@pytest.mark.clause("ENC-8")
+def test_accepts_every_valid_encoding(kit: Kit, style: "tuple[int, bool, bool]") -> None:
+    """A RegisterCN in another valid encoding (protocols 2 to 5, with or without FRAME and memo) gets an ACK."""
+    protocol, framed, memo = style
+    payload = payloads.encode(RegisterCN(int(time.time()), 3600), protocol, frame=framed, memo=memo)
+    with kit.connect(f"RegisterCN at protocol {protocol}") as conn:
+        conn.send(payloads.frame(payload))
+        _expect_ack(conn, f"a protocol {protocol} RegisterCN", clause="ENC-8")
+
+
+@pytest.mark.clause("MST-2")
+def test_ack_only_after_the_whole_frame(kit: Kit) -> None:
+    """Nothing arrives before the last byte of the RegisterCN; then exactly one ACK comes first."""
+
+    registration = _fresh_registration()
+
+    @kit.settings()
+    @given(plan=send_plans(len(registration)))
+    @example(plan=([1], [0.02]))  # only the first prefix byte, then a pause
+    @example(plan=([2], [0.02]))  # the whole prefix, then a pause
+    @example(plan=([len(registration) - 1], [0.02]))  # all but the last byte
+    def answers_after_last_byte(plan: "tuple[List[int], List[float]]") -> None:
+        cuts, pauses = plan
+        with kit.connect("RegisterCN in pieces") as conn:
+            pieces = payloads.split(registration, cuts)
+            for i, piece in enumerate(pieces):
+                conn.send(piece)
+                if i < len(pieces) - 1:
+                    early = conn.received_within(max(pauses[i], 0.002))
+                    if early:
+                        raise conn.fail(
+                            f"expected nothing before the last byte of the RegisterCN, got {len(early)} bytes "
+                            f"after {sum(map(len, pieces[: i + 1]))} of {len(registration)}: {early[:16].hex()}"
+                        )
+                    if conn.peer_closed:
+                        raise conn.fail(
+                            f"expected the master to wait for the rest of the RegisterCN, got the connection closed "
+                            f"after {sum(map(len, pieces[: i + 1]))} of {len(registration)} bytes",
+                            clause="FRM-4",
+                        )
+            first = conn.read_frame(waiting_for="an ACK to a RegisterCN sent in pieces")
+            if first is None or not isinstance(first.command, ACK):
+                got = "the connection closed" if first is None else first.describe()
+                raise conn.fail(f"expected an ACK to a RegisterCN sent in pieces, got {got}")
+            second = conn.read_frame(waiting_for="the first MSG")
+            if second is not None and isinstance(second.command, ACK):
+                raise conn.fail("expected exactly one ACK, got a second one as frame 1")
+            read_to_shutdown(conn)
+
+    answers_after_last_byte()
+
+
+@pytest.mark.clause("FRM-4")
+def test_registration_split_at_any_byte(kit: Kit) -> None:
+    """A RegisterCN written one byte per write, or cut anywhere, is reassembled and answered."""
+    registration = _fresh_registration()
+    with kit.connect("RegisterCN byte by byte") as conn:
+        conn.send(registration, cuts=range(1, len(registration)), delays=[0.001] * len(registration))
+        _expect_ack(conn, "a RegisterCN written byte by byte", clause="FRM-4")
+
+    @kit.settings()
+    @given(cuts=st.lists(st.integers(1, len(registration) - 1), min_size=1, max_size=12))
+    def reassembles(cuts: List[int]) -> None:
+        with kit.connect("RegisterCN cut") as conn:
+            conn.send(registration, cuts=cuts)
+            _expect_ack(conn, f"a RegisterCN cut at {sorted(set(cuts))}", clause="FRM-4")
+
+    reassembles()
+
+
+@pytest.mark.parametrize("name", list(payloads.INVALID_FIRST_FRAMES))
+@pytest.mark.clause("MST-3")
+def test_invalid_first_frame_is_refused(kit: Kit, name: str) -> None:
+    """An invalid first frame gets no ACK, nor anything else, and its connection is closed."""
+    payload = payloads.INVALID_FIRST_FRAMES[name]()
+    with kit.connect(f"first frame: {name}") as conn:
+        conn.send(payloads.frame(payload))
+        _expect_refusal(conn, f"a first frame that is {name}", kit.timeout)
+
+
+@pytest.mark.clause("MST-3")
+def test_mutated_registration_is_refused(kit: Kit) -> None:
+    """A RegisterCN with random edits that the grammar refuses gets no ACK, and its connection is closed."""
+    valid = dumps(RegisterCN(1732560000, 7200))
+
+    @kit.settings()
+    @given(payload=invalid_registrations(valid))
+    def refuses(payload: bytes) -> None:
+        try:
+            loads_checked(payload)
+        except ProtocolError as error:
+            reason = f"a mutated RegisterCN ({error.clause}: {error.reason})"
+        else:
+            return  # the edits left a valid command: not this test's case
+        if not payload:
+            return  # the empty frame has its own case
+        with kit.connect("mutated RegisterCN") as conn:
+            conn.send(payloads.frame(payload))
+            _expect_refusal(conn, reason, kit.timeout)
+
+    refuses()
+
+
+@pytest.mark.clause("FRM-5")
+def test_registration_cut_short_by_close(kit: Kit) -> None:
+    """A RegisterCN cut short by end of stream is discarded: no ACK, and the connection is closed."""
+    for keep in (1, 2, len(REGISTRATION) // 2, len(REGISTRATION) - 1):
+        with kit.connect(f"{keep} bytes of a RegisterCN, then end of stream") as conn:
+            conn.send(REGISTRATION[:keep])
+            conn.shutdown_write()
+            _expect_refusal(conn, f"{keep} of {len(REGISTRATION)} bytes of a RegisterCN and end of stream", kit.timeout)
+
+
+@pytest.mark.clause("MST-7")
+def test_silent_connection_is_closed_in_time(kit: Kit) -> None:
+    """A connection that sends nothing is closed within the registration budget (--registration-budget)."""
+    budget = kit.options.registration_budget
+    with kit.connect("silent connection") as conn:
+        _expect_refusal(conn, "no bytes at all", budget)
+
+
+@pytest.mark.clause("FRM-6")
+def test_half_frame_is_not_waited_for_forever(kit: Kit) -> None:
+    """A connection that stops in the middle of its first frame is closed within the registration budget."""
+    budget = kit.options.registration_budget
+    with kit.connect("half a RegisterCN, then silence") as conn:
+        conn.send(REGISTRATION[: len(REGISTRATION) // 2])
+        _expect_refusal(conn, "half a RegisterCN and then silence", budget)
+
+
+@pytest.mark.clause("MST-9")
+def test_expired_node_is_sent_nothing(kit: Kit) -> None:
+    """A node whose live time has already passed is sent no MSG or ShutdownCN."""
+    start = int(time.time()) - 7200
+    with kit.connect("expired registration") as conn:
+        conn.send(command_frame(RegisterCN(start, 60)))
+        conn.received_within(kit.timeout)  # until the master closes, or the timeout
+        sent = [f for f in conn.buffered_frames() if not isinstance(f.command, ACK)]
+        if sent:
+            raise conn.fail(
+                f"expected nothing after the ACK to a node whose live time ended 2 h ago, got {sent[0].describe()}"
+            )
