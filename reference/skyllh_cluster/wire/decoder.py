@@ -271,7 +271,7 @@ class _Decoder:
                     _fail("ENC-2", f"{op.opcode_name(code)} is not allowed in a protocol {protocol} payload", start)
                 _fail("ENC-2", f"opcode {op.opcode_name(code)} is not in the profile", start)
 
-            # --- scalars -----------------------------------------------------
+            # Ordered by how often CPython writes each opcode: the chain is the dispatch.
             if code in _PUT_OPS:
                 if code == MEMOIZE:
                     index = len(memo)
