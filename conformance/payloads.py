@@ -39,6 +39,7 @@ __all__ = [
     "canary_inside",
     "INVALID_FIRST_FRAMES",
     "invalid_registration",
+    "invalid_state",
 ]
 
 COMMANDS_MODULE = "skyllh.cluster.commands"
@@ -251,9 +252,14 @@ def canary_inside(command_name: str, host: str, port: int) -> bytes:
 
 # -- invalid first frames (MST-3) --------------------------------------------------
 def invalid_registration(fields: Dict[str, Any]) -> bytes:
-    """A RegisterCN payload with the given state, canonical in every other way."""
+    """A RegisterCN payload with the given (invalid) state, canonical in every other way."""
+    return invalid_state("RegisterCN", fields)
+
+
+def invalid_state(command_name: str, fields: Dict[str, Any]) -> bytes:
+    """A payload of the command class ``command_name`` with the given (invalid) state."""
     asm = Assembler(4)
-    asm.global_(COMMANDS_MODULE, "RegisterCN").op(b")").op(b"\x81").memoize()
+    asm.global_(COMMANDS_MODULE, command_name).op(b")").op(b"\x81").memoize()
     asm.op(b"}").memoize().op(b"(")
     for key, item in fields.items():
         asm.text(key).value(item)

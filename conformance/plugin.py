@@ -269,6 +269,16 @@ def master_run(request: pytest.FixtureRequest) -> Any:
         conn.close()
 
 
+@pytest.fixture(scope="session")
+def node_run(request: pytest.FixtureRequest) -> Any:
+    """One compute node under test, played through the whole scenario once per run."""
+    from .scenario_checks import run_node_scenario
+
+    state = _state(request.config)
+    assert state.kit is not None
+    return run_node_scenario(state.kit)
+
+
 # -- outcomes ------------------------------------------------------------------------
 def _leaves(exc: BaseException) -> List[BaseException]:
     group = getattr(exc, "exceptions", None)

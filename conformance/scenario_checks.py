@@ -15,8 +15,9 @@ breaks, and the tests decide which of those they are about.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import ACK, MSG, Command, ShutdownCN
@@ -33,6 +34,8 @@ __all__ = [
     "order_mismatch",
     "scenario_frames",
     "expected_commands",
+    "NodeRun",
+    "run_node_scenario",
 ]
 
 #: A master that keeps sending is cut off after this many frames (the
@@ -188,3 +191,69 @@ def _loosely_equal(a: object, b: object) -> bool:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - comparing decoded values must never break the kit
         return False
+
+
+# -- compute-node mode ------------------------------------------------------------------
+@dataclass
+class NodeRun:
+    """What one compute node under test did while the kit played a well-behaved master.
+
+    The kit starts the node, reads its RegisterCN, stays quiet for a moment
+    (anything the node sends then breaks CN-5), sends ACK, the scenario's
+    MSGs and ShutdownCN in one write, and watches the node close and exit.
+    """
+
+    transcript: Transcript
+    live_time: int
+    launched_at: float = 0.0  # Unix time at which the kit started the node
+    registered_at: float = 0.0  # Unix time at which its RegisterCN had arrived
+    registration: Optional[Frame] = None
+    failure: Optional[ClauseFailure] = None
+    early_bytes: bytes = b""  # sent by the node before the kit's ACK
+    later_frames: List[Frame] = field(default_factory=list)  # sent by the node after the ACK
+    closed_after: Optional[float] = None  # seconds from the ShutdownCN's last byte to the close
+    exit_status: Optional[int] = None
+
+    def fail(self, evidence: str, clause: Optional[str] = None, kind: type = ClauseFailure) -> ClauseFailure:
+        """A failure carrying this run's transcript."""
+        return kind(evidence, clause=clause, transcripts=[self.transcript])
+
+    def require_registration(self) -> Frame:
+        """The RegisterCN frame, or the failure that prevented it."""
+        if self.registration is None:
+            assert self.failure is not None
+            raise self.failure
+        return self.registration
+
+
+#: How long the kit watches for bytes a node must not send before its ACK.
+QUIET_WINDOW = 0.2
+#: How long the kit waits for a node to close after ShutdownCN before
+#: giving up (CN-6); CN-7 asks for 2 s of it.
+CLOSE_WAIT = 5.0
+
+
+def run_node_scenario(kit: Any) -> NodeRun:
+    """Start a node, play the scenario as its master, and record what it did."""
+    live_time = kit.options.cn_live_time
+    launched = time.time()
+    try:
+        node = kit.start_node(live_time, label="scenario node")
+    except ClauseFailure as failure:
+        return NodeRun(failure.transcripts[0] if failure.transcripts else Transcript(), live_time, launched, failure=failure)
+    run = NodeRun(node.transcript, live_time, launched)
+    try:
+        run.registration = node.registration()
+        run.registered_at = time.time()
+        run.early_bytes = node.conn.received_within(QUIET_WINDOW)
+        node.send(b"".join(scenario_frames()))
+        sent = time.monotonic()
+        try:
+            run.later_frames = node.conn.wait_closed(max(CLOSE_WAIT, kit.timeout))
+            run.closed_after = time.monotonic() - sent
+        except NoReply:
+            run.closed_after = None
+        run.exit_status = node.process.wait_exit(kit.timeout)
+    except ClauseFailure as failure:
+        run.failure = failure
+    return run

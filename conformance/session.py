@@ -139,6 +139,10 @@ class Kit:
         host = conn.sock.getsockname()[0]
         return self.track(Canary(host))
 
+    def canary_at_listener(self) -> Canary:
+        """A canary listener on the kit's master address (which the node can reach)."""
+        return self.track(Canary(self.listener.address[0]))
+
     # -- compute-node mode: the kit plays the master ---------------------------------------
     @property
     def listener(self) -> Listener:

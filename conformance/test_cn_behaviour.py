@@ -1,0 +1,235 @@
+"""Compute-node mode: the kit plays a misbehaving or unusual master.
+
+Each test starts its own node (killed by pid when the test ends, if it
+still runs).  Hypothesis draws split points, pauses and MSG values; tests
+that start a process per example get a fifth of ``--conformance-examples``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Dict, List
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from skyllh_cluster.codec import dumps
+from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
+
+from skyllh_cluster.conformance import payloads
+from skyllh_cluster.conformance.scenario_checks import scenario_frames
+from skyllh_cluster.conformance.session import Kit, NodeUnderTest, command_frame
+from skyllh_cluster.conformance.strategies import printable_values, send_plans
+
+#: A node process costs this many plain examples (see Kit.settings).
+PROCESS_COST = 5
+
+ACK_FRAME = command_frame(ACK())
+SHUTDOWN_FRAME = command_frame(ShutdownCN())
+
+
+def _largest_msg() -> bytes:
+    """A MSG whose payload is exactly 65535 bytes, the largest a frame holds."""
+    overhead = len(dumps(MSG("")))
+    size = 65535 - overhead
+    for n in range(size - 8, size + 1):  # the str's length opcode may grow by a few bytes
+        payload = dumps(MSG("y" * n))
+        if len(payload) == 65535:
+            return payload
+    raise AssertionError("no MSG fills a frame exactly")
+
+
+def _ends_well(kit: Kit, node: NodeUnderTest, what: str, clause: str) -> None:
+    """After ShutdownCN: the node closes and exits 0, having carried on until then."""
+    node.closes_within(max(kit.timeout, 2.0), f"after ShutdownCN ({what})", clause=clause)
+    status = node.exits_within(kit.timeout, f"after ShutdownCN ({what})", clause=clause)
+    if status != 0:
+        raise node.fail(f"expected exit status 0 after ShutdownCN ({what}), got {status}", clause=clause)
+
+
+#: First replies that are not an ACK (CN-4), by name.
+NON_ACK_REPLIES: Dict[str, Callable[[], bytes]] = {
+    "MSG": lambda: command_frame(MSG("not an ACK")),
+    "RegisterCN": lambda: command_frame(RegisterCN(1732560000, 7200)),
+    "ShutdownCN": lambda: SHUTDOWN_FRAME,
+    "garbage payload": lambda: payloads.frame(b"\x80\x04garbage."),
+    "empty frame": lambda: b"\x00\x00",
+}
+
+
+@pytest.mark.parametrize("reply", list(NON_ACK_REPLIES))
+@pytest.mark.clause("CN-4")
+def test_non_ack_reply_stops_the_node(kit: Kit, reply: str) -> None:
+    """A node whose first reply is not an ACK closes, exits non-zero, and does not act on later frames."""
+    node = kit.start_node()
+    node.register()
+    node.send(NON_ACK_REPLIES[reply]() + command_frame(MSG("carry on?")))
+    node.closes_within(kit.timeout, f"after a first reply that is {reply}")
+    status = node.exits_within(kit.timeout, f"after a first reply that is {reply}")
+    if status == 0:
+        raise node.fail(f"expected a non-zero exit status after a first reply that is {reply}, got 0")
+
+
+@pytest.mark.clause("CN-8")
+def test_unhandled_commands_are_ignored(kit: Kit) -> None:
+    """A second ACK and a RegisterCN from the master are ignored; the node serves on to ShutdownCN."""
+    node = kit.start_node()
+    node.register()
+    node.send(ACK_FRAME + ACK_FRAME + command_frame(RegisterCN(1732560000, 7200)) + command_frame(MSG("still here")))
+    node.sends_nothing_for(0.1)
+    if node.conn.peer_closed:
+        raise node.fail("expected the node to ignore ACK and RegisterCN, got the connection closed")
+    node.send(SHUTDOWN_FRAME)
+    _ends_well(kit, node, "after an extra ACK and a RegisterCN", "CN-8")
+
+
+#: Well-framed payloads a serving node cannot decode (CN-9), by name.
+UNDECODABLE: Dict[str, bytes] = {
+    "garbage payload": b"\x80\x04garbage.",
+    "empty frame": b"",
+    "MSG with an extra key": payloads.invalid_state("MSG", {"msg": 1, "extra": 2}),
+}
+
+
+@pytest.mark.parametrize("name", list(UNDECODABLE))
+@pytest.mark.clause("CN-9")
+def test_undecodable_frame_is_skipped(kit: Kit, name: str) -> None:
+    """A well-framed payload that does not decode is skipped; the node serves on to ShutdownCN."""
+    node = kit.start_node()
+    node.register()
+    node.send(ACK_FRAME + command_frame(MSG(1)) + payloads.frame(UNDECODABLE[name]) + command_frame(MSG(2)) + SHUTDOWN_FRAME)
+    _ends_well(kit, node, f"after a {name}", "CN-9")
+
+
+@pytest.mark.clause("CN-10")
+def test_idle_node_stops_at_its_live_time(kit: Kit) -> None:
+    """A registered node whose master says nothing more stops at its live time, closing and exiting 0."""
+    live_time = 2
+    node = kit.start_node(live_time)
+    node.register()
+    node.send(ACK_FRAME)
+    left = node.process.started + live_time - time.time()
+    node.closes_within(max(left, 0) + kit.timeout, f"when its live time of {live_time} s has passed")
+    status = node.exits_within(kit.timeout, f"when its live time of {live_time} s has passed")
+    if status != 0:
+        raise node.fail(f"expected exit status 0 at the end of the live time, got {status}")
+
+
+@pytest.mark.clause("CN-10")
+def test_unacknowledged_node_stops_at_its_live_time(kit: Kit) -> None:
+    """A node still waiting for its ACK stops at its live time, closing and exiting non-zero."""
+    live_time = 2
+    node = kit.start_node(live_time)
+    node.register()
+    left = node.process.started + live_time - time.time()
+    node.closes_within(max(left, 0) + kit.timeout, f"when its live time of {live_time} s has passed without an ACK")
+    status = node.exits_within(kit.timeout, f"when its live time of {live_time} s has passed without an ACK")
+    if status == 0:
+        raise node.fail("expected a non-zero exit status when the live time ends before the ACK, got 0")
+
+
+@pytest.mark.clause("FRM-4")
+def test_frames_split_and_coalesced(kit: Kit) -> None:
+    """The scenario's frames cut at any bytes, with pauses, or one byte per write, are all taken."""
+    small = b"".join(scenario_frames()[:-2]) + SHUTDOWN_FRAME  # all but the 60000-char MSG
+    node = kit.start_node()
+    node.register()
+    node.send(small, cuts=range(1, len(small)), delays=[0.0005] * len(small))
+    _ends_well(kit, node, "frames written one byte per write", "FRM-4")
+
+    stream = b"".join(scenario_frames())
+
+    @kit.settings(cost=PROCESS_COST)
+    @given(plan=send_plans(len(stream), max_pieces=24))
+    def reassembles(plan: "tuple[List[int], List[float]]") -> None:
+        cuts, pauses = plan
+        node = kit.start_node()
+        try:
+            node.register()
+            node.send(stream, cuts=cuts, delays=pauses)
+            _ends_well(kit, node, f"the scenario cut at {cuts}", "FRM-4")
+        finally:
+            node.process.stop()
+            node.conn.close()
+
+    reassembles()
+
+
+@pytest.mark.clause("FRM-4")
+def test_largest_frame_is_taken(kit: Kit) -> None:
+    """A MSG whose payload is 65535 bytes, the largest frame, is taken."""
+    node = kit.start_node()
+    node.register()
+    node.send(ACK_FRAME + payloads.frame(_largest_msg()) + SHUTDOWN_FRAME)
+    _ends_well(kit, node, "a 65535-byte MSG", "FRM-4")
+
+
+@pytest.mark.clause("FRM-5")
+def test_frame_cut_short_ends_the_connection(kit: Kit) -> None:
+    """A MSG frame cut short by the master's end of stream is not acted on, and the node closes."""
+    node = kit.start_node()
+    node.register()
+    msg = command_frame(MSG("cut short"))
+    node.send(ACK_FRAME + msg[: len(msg) // 2])
+    node.conn.shutdown_write()
+    node.closes_within(kit.timeout, "after end of stream inside a frame")
+
+
+@pytest.mark.parametrize("position", ["reply to RegisterCN", "MSG"])
+@pytest.mark.clause("SEC-1")
+def test_malicious_frame_is_not_run(kit: Kit, position: str) -> None:
+    """A pickle that would connect back to the kit if unpickled makes no connection."""
+    node = kit.start_node()
+    node.register()
+    canary = kit.canary_at_listener()
+    bait = payloads.frame(payloads.canary(canary.host, canary.port))
+    node.send((bait if position != "MSG" else ACK_FRAME + bait) + SHUTDOWN_FRAME)
+    node.conn.received_within(min(kit.timeout, 1.0))
+    if canary.check(0.2):
+        raise node.fail(canary.evidence())
+
+
+@pytest.mark.clause("ENC-5")
+def test_call_hidden_in_a_message_is_not_run(kit: Kit) -> None:
+    """A MSG whose value hides a call (REDUCE) is not run, whatever else the node does with it."""
+    node = kit.start_node()
+    node.register()
+    canary = kit.canary_at_listener()
+    node.send(ACK_FRAME + payloads.frame(payloads.canary_inside("MSG", canary.host, canary.port)) + SHUTDOWN_FRAME)
+    node.conn.received_within(min(kit.timeout, 1.0))
+    if canary.check(0.2):
+        raise node.fail(canary.evidence())
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 5])
+@pytest.mark.clause("ENC-8")
+def test_every_valid_encoding_is_taken(kit: Kit, protocol: int) -> None:
+    """ACK, MSGs and ShutdownCN in another valid encoding (protocol 2, 3 or 5) are all taken."""
+    node = kit.start_node()
+    node.register()
+    frames = [payloads.encode(ACK(), protocol, frame=protocol >= 4, memo=False)]
+    frames += [payloads.encode(MSG(p), protocol, frame=protocol >= 4) for p in ("text", b"\x00\xff", 2**70, [1.5, None], {"k": (1, 2)})]
+    frames += [payloads.encode(ShutdownCN(), protocol, frame=False)]
+    node.send(b"".join(payloads.frame(f) for f in frames))
+    _ends_well(kit, node, f"commands encoded at pickle protocol {protocol}", "ENC-8")
+
+
+@pytest.mark.clause("CN-11")
+def test_any_values_are_taken(kit: Kit) -> None:
+    """MSGs of any values of the subset, in any number, are taken in turn up to ShutdownCN."""
+
+    @kit.settings(cost=PROCESS_COST)
+    @given(values=st.lists(printable_values(), min_size=1, max_size=20))
+    def takes(values: List[Any]) -> None:
+        node = kit.start_node()
+        try:
+            node.register()
+            node.send(ACK_FRAME + b"".join(command_frame(MSG(v)) for v in values) + SHUTDOWN_FRAME)
+            _ends_well(kit, node, f"{len(values)} MSGs of drawn values", "CN-11")
+        finally:
+            node.process.stop()
+            node.conn.close()
+
+    takes()
+
