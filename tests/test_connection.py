@@ -303,3 +303,56 @@ def test_need_data_is_one_sentinel_even_through_copying() -> None:
     assert NeedData() is NEED_DATA
     assert copy.deepcopy(NEED_DATA) is NEED_DATA
     assert pickle.loads(pickle.dumps(NEED_DATA)) is NEED_DATA
+
+
+def serving_master(start_time: int = 1732560000, live_time: int = 7200) -> Connection:
+    master = Connection(Role.MASTER)
+    master.receive_data(encode_command(RegisterCN(start_time, live_time)))
+    events(master)
+    master.send(ACK())
+    return master
+
+
+def test_plan_broadcast_matches_one_send_per_connection() -> None:
+    from skyllh_cluster.protocol import plan_broadcast
+
+    fresh = Connection(Role.MASTER)  # not registered: the ACK comes first
+    due = serving_master(live_time=10)  # its live time is over at `now`
+    done = serving_master()
+    done.send(ShutdownCN())
+    ready = [serving_master(), serving_master()]
+    conns = [ready[0], fresh, due, done, ready[1]]
+    plan = plan_broadcast(conns, MSG("all"), now=1732560000 + 100)
+    assert plan.frame == encode_command(MSG("all"))
+    assert plan.sendable == [0, 4] and plan.expired == [2]
+    assert [(i, e.clause) for i, e in plan.refused] == [(1, "MST-2"), (3, "MST-5")]
+    assert [c.state for c in conns] == [State.SERVING, State.AWAIT_REGISTRATION, State.EXPIRED, State.SHUT_DOWN, State.SERVING]
+    # Exactly what Connection.send would have refused, and nothing changed there.
+    for index, error in plan.refused:
+        with pytest.raises(LocalProtocolError) as info:
+            conns[index].send(MSG("all"))
+        assert str(info.value) == str(error)
+
+
+def test_plan_broadcast_moves_states_and_records_registrations() -> None:
+    from skyllh_cluster.protocol import plan_broadcast
+
+    masters = [serving_master() for _ in range(3)]
+    plan = plan_broadcast(masters, ShutdownCN(), now=0)
+    assert plan.sendable == [0, 1, 2] and all(m.state is State.SHUT_DOWN for m in masters)
+
+    nodes = [Connection(Role.COMPUTE_NODE) for _ in range(2)]
+    plan = plan_broadcast(nodes, RegisterCN(7, 8), now=0)
+    assert plan.sendable == [0, 1]
+    assert all(n.registration == RegisterCN(7, 8) and n.deadline == 15 for n in nodes)
+
+
+def test_plan_broadcast_refuses_what_is_not_a_command_or_does_not_encode() -> None:
+    from skyllh_cluster.protocol import plan_broadcast
+
+    master = serving_master()
+    with pytest.raises(TypeError):
+        plan_broadcast([master], "MSG", now=0)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError) as info:
+        plan_broadcast([master], MSG("x" * 70000), now=0)
+    assert info.value.clause == "FRM-2" and master.state is State.SERVING

@@ -217,11 +217,11 @@ def test_listen_failure_closes_the_socket():
 
 def test_broadcast_encodes_once_and_every_node_gets_the_original_bytes(server, monkeypatch):
     nodes = register_nodes(server, 3)
-    from skyllh_cluster.master import server as server_module
+    from skyllh_cluster.protocol import connection as connection_module
 
     encoded = []
-    real = server_module.encode_command
-    monkeypatch.setattr(server_module, "encode_command", lambda c: encoded.append(c) or real(c))
+    real = connection_module.dumps
+    monkeypatch.setattr(connection_module, "dumps", lambda c: encoded.append(c) or real(c))
     result = server.broadcast(MSG({"trial": 1, "seed": [1, 2.5, None]}))
     assert encoded == [MSG({"trial": 1, "seed": [1, 2.5, None]})]
     assert result == BroadcastResult("MSG", tuple(n.key for n in nodes), {}, ())

@@ -39,8 +39,8 @@ from typing import Callable, Deque, Dict, Iterable, List, Optional, Sequence, Se
 
 from ..clauses import Role
 from ..commands import ACK, Command, ShutdownCN
-from ..errors import LocalProtocolError, RemoteProtocolError
-from ..protocol.connection import Connection, encode_command
+from ..errors import RemoteProtocolError
+from ..protocol.connection import Connection, encode_command, plan_broadcast
 from ..protocol.events import NEED_DATA, ConnectionClosed
 from .fanout import FanOut
 from .fdlimit import ensure_fd_limit
@@ -75,30 +75,11 @@ _LISTENER = "listener"
 _WAKE = "wake"
 
 
-_CLOSED = "closed"
-_EXPIRED = "expired"
-_QUEUED = "queued"
-
-
-def _deliver(command: Command, frame: bytes, now: float, close_after: bool, node: Node) -> object:
+def _send_frame(frame: bytes, node: Node) -> object:
     """One node's share of a broadcast; runs on a fan-out thread and touches only ``node``.
 
-    Returns :data:`_CLOSED`, :data:`_EXPIRED`, :data:`_QUEUED` (bytes are
-    queued: the frame must go behind them, on the loop's thread), the bytes
-    the socket took, or the error.
+    Returns the number of bytes the socket took, or the socket's error.
     """
-    if node.closed:
-        return _CLOSED
-    connection = node.connection
-    if connection.expire_if_due(now):
-        return _EXPIRED
-    try:
-        connection.send(command, frame=frame)
-    except LocalProtocolError as exc:
-        return exc
-    node.close_when_flushed = close_after
-    if node.has_queued:
-        return _QUEUED
     try:
         return node.sock.send(frame)
     except BlockingIOError:
@@ -318,30 +299,41 @@ class MasterServer:
         Raises:
             LocalProtocolError: the command cannot be encoded (nothing was sent).
         """
-        frame = encode_command(command)
         name = type(command).__name__
         targets = list(self._registry.values()) if nodes is None else list(nodes)
         self._poll()  # a node that closed or spoke since the last call fails now, unwritten
-        step = functools.partial(_deliver, command, frame, time.time(), close_after)
-        expired: List[str] = []
-        already_failed: Dict[str, BaseException] = {}
-        whole = len(frame)
-        for node, outcome in zip(targets, self._fanout.map(step, targets)):
-            if outcome == whole and not close_after:
-                continue  # the common case: all taken, nothing to track
-            if outcome is _CLOSED:
-                already_failed[node.key] = node.failure or PeerClosedError("the connection was already closed")
-            elif outcome is _EXPIRED:
-                logger.info("compute node %s: live time passed; dropped without sending %s", node.key, name)
-                expired.append(node.key)
-                self._close(node)
-            elif outcome is _QUEUED:
+        already_failed: Dict[str, BaseException] = {
+            node.key: node.failure or PeerClosedError("the connection was already closed")
+            for node in targets
+            if node.closed
+        }
+        live = [node for node in targets if not node.closed]
+        # The protocol's decisions for all nodes at once, in the sans-I/O core.
+        plan = plan_broadcast([node.connection for node in live], command, time.time())
+        frame = plan.frame
+        expired = [live[index].key for index in plan.expired]
+        for index in plan.expired:
+            logger.info("compute node %s: live time passed; dropped without sending %s", live[index].key, name)
+            self._close(live[index])
+        for index, error in plan.refused:
+            self._drop(live[index], error)
+        direct: List[Node] = []
+        for index in plan.sendable:
+            node = live[index]
+            node.close_when_flushed = close_after
+            if node.has_queued:  # the frame must go behind the queued bytes
                 self._write(node, frame)
-            elif isinstance(outcome, BaseException):  # OSError, or LocalProtocolError from the state
-                self._drop(node, outcome)
-            elif node.queue_unsent(frame, outcome):
-                self._flushed(node)
             else:
+                direct.append(node)
+        whole = len(frame)
+        for node, outcome in zip(direct, self._fanout.map(functools.partial(_send_frame, frame), direct)):
+            if outcome == whole:
+                if close_after:
+                    self._flushed(node)
+            elif isinstance(outcome, BaseException):
+                self._drop(node, outcome)
+            else:  # the socket took part of the frame; the loop writes the rest
+                node.queue_unsent(frame, outcome)
                 self._flushing.add(node)
                 self._watch(node, _READ_WRITE)
         deadline = None if timeout is None else time.monotonic() + timeout

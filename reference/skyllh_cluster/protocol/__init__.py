@@ -5,13 +5,15 @@ besides commands are in :mod:`.events`.  The blocking seed API, the scalable
 master and the CLI are thin I/O layers around this package.
 """
 
-from .connection import Connection, encode_command
+from .connection import BroadcastPlan, Connection, encode_command, plan_broadcast
 from .events import NEED_DATA, ConnectionClosed, Event, NeedData, UndecodableFrame
 from .states import INITIAL_STATE, TRANSITIONS, Role, State, Transition
 
 __all__ = [
     "Connection",
     "encode_command",
+    "BroadcastPlan",
+    "plan_broadcast",
     "NEED_DATA",
     "NeedData",
     "ConnectionClosed",
