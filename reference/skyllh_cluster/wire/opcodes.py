@@ -25,7 +25,7 @@ import pickletools
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Tuple
 
-from .values import MAX_DEPTH
+from .values import MAX_DEPTH, MAX_VALUE_NODES
 
 __all__ = [
     "ArgKind",
@@ -133,11 +133,6 @@ CANONICAL_PROTOCOL = 4
 FRAME_SIZE_MIN = 4
 #: CPython writes list items and dict entries in batches of this many.
 BATCH_SIZE = 1000
-#: A MSG value, counted as a tree (a shared object counts at every place it
-#: appears), has at most this many nodes.  It stops a memo "billion laughs":
-#: a few hundred bytes of BINGETs can describe a value whose traversal would
-#: never end (ENC-6).
-MAX_VALUE_NODES = 1 << 20
 
 _A = ArgKind
 _TABLE: Tuple[OpcodeSpec, ...] = (
