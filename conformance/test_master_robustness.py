@@ -149,6 +149,10 @@ class ConcurrentRegistrations(RuleBasedStateMachine):
     Invariants (what a master may do, whatever the nodes do): nothing before
     a connection's whole RegisterCN; then an ACK first; then only MSG and
     ShutdownCN, in the scenario's order; nothing after ShutdownCN.
+
+    The rules draw the same way whatever the master does (a connection that
+    could not be opened, or was closed by the master, keeps its slot and its
+    rules do nothing), so that Hypothesis can replay and shrink a failure.
     """
 
     kit: Kit  # set by the test
@@ -156,71 +160,90 @@ class ConcurrentRegistrations(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conns: List[WireConnection] = []
-        self.sent: Dict[int, int] = {}
+        self.slots: List[Optional[WireConnection]] = []
+        self.sent: List[int] = []
+        self.garbage: List[bool] = []
         self.registration = _registration()
-        self.garbage: Dict[int, bool] = {}
+        self.violation: Optional[ClauseFailure] = None
 
-    @precondition(lambda self: len(self.conns) < self.MAX_CONNECTIONS)
+    def _slot(self, which: int) -> int:
+        return which % len(self.slots)
+
+    @precondition(lambda self: len(self.slots) < self.MAX_CONNECTIONS)
     @rule()
     def open(self) -> None:
         try:
-            conn = self.kit.connect(f"connection {len(self.conns)}", patience=0.2)
+            conn: Optional[WireConnection] = self.kit.connect(f"connection {len(self.slots)}", patience=0.2)
         except NoReply:
-            return  # not accepting more at once is MST-10's question, not a wrong byte
-        self.sent[id(conn)] = 0
-        self.garbage[id(conn)] = False
-        self.conns.append(conn)
+            conn = None  # not accepting more at once is MST-10's question, not a wrong byte
+        self.slots.append(conn)
+        self.sent.append(0)
+        self.garbage.append(False)
 
-    @precondition(lambda self: bool(self.conns))
+    @precondition(lambda self: bool(self.slots))
     @rule(which=st.integers(0, 2), size=st.integers(1, 120))
     def send_chunk(self, which: int, size: int) -> None:
-        conn = self.conns[which % len(self.conns)]
-        done = self.sent[id(conn)]
-        if conn.peer_closed or self.garbage[id(conn)] or done >= len(self.registration):
+        i = self._slot(which)
+        conn = self.slots[i]
+        done = self.sent[i]
+        if conn is None or conn.peer_closed or self.garbage[i] or done >= len(self.registration):
             return
         chunk = self.registration[done : done + size]
         try:
             conn.send(chunk)
         except ClauseFailure:
             return  # a write to a closed connection; what arrived is judged below
-        self.sent[id(conn)] = done + len(chunk)
+        self.sent[i] = done + len(chunk)
 
-    @precondition(lambda self: bool(self.conns))
+    @precondition(lambda self: bool(self.slots))
     @rule(which=st.integers(0, 2))
     def send_garbage(self, which: int) -> None:
-        conn = self.conns[which % len(self.conns)]
-        if self.sent[id(conn)] == 0 and not self.garbage[id(conn)]:
-            self.garbage[id(conn)] = True
+        i = self._slot(which)
+        conn = self.slots[i]
+        if conn is not None and self.sent[i] == 0 and not self.garbage[i]:
+            self.garbage[i] = True
             try:
                 conn.send(payloads.frame(payloads.INVALID_FIRST_FRAMES["garbage"]()))
             except ClauseFailure:
                 pass
 
-    @precondition(lambda self: bool(self.conns))
+    @precondition(lambda self: bool(self.slots))
     @rule(which=st.integers(0, 2), wait=st.sampled_from([0.0, 0.005, 0.02]))
     def read(self, which: int, wait: float) -> None:
-        self.conns[which % len(self.conns)].received_within(wait)
+        conn = self.slots[self._slot(which)]
+        if conn is not None:
+            conn.received_within(wait)
 
-    @precondition(lambda self: bool(self.conns))
+    @precondition(lambda self: bool(self.slots))
     @rule(which=st.integers(0, 2))
     def close(self, which: int) -> None:
-        conn = self.conns.pop(which % len(self.conns))
-        self._judge(conn)
-        conn.close()
+        i = self._slot(which)
+        conn = self.slots[i]
+        if conn is not None:
+            self.master_sends_only_what_it_may()
+            conn.close()
+            self.slots[i] = None
 
     @invariant()
     def master_sends_only_what_it_may(self) -> None:
-        for conn in self.conns:
-            self._judge(conn)
+        # A violation is kept and raised at the end: raising at once would
+        # make the steps drawn depend on when the master's bytes arrive.
+        for i in range(len(self.slots)):
+            if self.violation is None:
+                try:
+                    self._judge(i)
+                except ClauseFailure as failure:
+                    self.violation = failure
 
-    def _judge(self, conn: WireConnection) -> None:
+    def _judge(self, i: int) -> None:
+        conn = self.slots[i]
+        if conn is None:
+            return
         received = conn.transcript.bytes_in("<-")
         if not received:
             return
-        complete = self.sent[id(conn)] >= len(self.registration)
-        if not complete:
-            why = "after garbage" if self.garbage[id(conn)] else f"after {self.sent[id(conn)]} of {len(self.registration)} bytes of the RegisterCN"
+        if self.sent[i] < len(self.registration):
+            why = "after garbage" if self.garbage[i] else f"after {self.sent[i]} of {len(self.registration)} bytes of the RegisterCN"
             raise conn.fail(f"expected nothing {why}, got {len(received)} bytes: {received[:16].hex()}")
         commands = [c for c in _decode_stream(received) if c is not None]
         if commands and not isinstance(commands[0], ACK):
@@ -232,8 +255,12 @@ class ConcurrentRegistrations(RuleBasedStateMachine):
             raise conn.fail(mismatch, clause="MST-5")
 
     def teardown(self) -> None:
-        for conn in self.conns:
-            conn.close()
+        self.master_sends_only_what_it_may()
+        for conn in self.slots:
+            if conn is not None:
+                conn.close()
+        if self.violation is not None:
+            raise self.violation
 
 
 def _decode_stream(data: bytes) -> List[Optional[Command]]:

@@ -1,0 +1,233 @@
+"""A conformance-scenario master for the kit's self-tests, with one optional fault.
+
+    python tests/kit_targets/faulty_master.py [--fault CLAUSE-ID] [--write-mode MODE]
+
+Prints ``listening on HOST:PORT`` on stderr and serves the scenario until
+killed.  One thread per connection (a test target, not the reference).  With
+no fault it meets every clause the kit tests; ``--fault`` breaks exactly the
+named one (see :data:`FAULTS`).  ``--write-mode`` is ``normal`` (one write per
+frame), ``single-write`` (everything in one write) or ``byte-by-byte``.
+Payloads are decoded only with :func:`skyllh_cluster.codec.loads`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kit_targets.faults import bad_ack, bad_msg, emulate_unsafe_unpickler, frame  # noqa: E402
+
+from skyllh_cluster.codec import dumps, loads  # noqa: E402
+from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN  # noqa: E402
+from skyllh_cluster.conformance.payloads import encode  # noqa: E402
+from skyllh_cluster.errors import ProtocolError  # noqa: E402
+from skyllh_cluster.scenario import SCENARIO_PAYLOADS  # noqa: E402
+
+#: The clauses this master can break, and how.
+FAULTS = {
+    "FRM-1": "big-endian length prefixes",
+    "FRM-3": "an empty frame after the ACK",
+    "FRM-4": "a first frame that does not arrive in one piece is refused",
+    "FRM-5": "a first frame cut short by end of stream is ACKed",
+    "FRM-6": "no time limit once the first frame has started",
+    "ENC-1": "a byte after STOP in the first MSG",
+    "ENC-2": "a MSG value with EMPTY_SET",
+    "ENC-3": "a MSG value naming os.system",
+    "ENC-4": "a MSG value with a memo reference never stored",
+    "ENC-5": "a call nested in a RegisterCN is run (emulated pickle.loads)",
+    "ENC-7": "MSGs encoded at pickle protocol 2",
+    "ENC-8": "a non-canonical RegisterCN is refused",
+    "CMD-1": "the ACK made with NEWOBJ and (1,)",
+    "CMD-2": "an ACK with state",
+    "CMD-4": "a MSG with an extra key",
+    "VAL-2": "a MSG value {[1]: 2}",
+    "VAL-3": "a MSG value that contains itself",
+    "VAL-4": "65535 sent as 65535.0",
+    "MST-1": "a live time over 100000 s is refused",
+    "MST-2": "the ACK is sent as soon as the length prefix arrives",
+    "MST-3": "an invalid first frame is ACKed",
+    "MST-4": "one connection at a time, no time limits",
+    "MST-5": "a MSG after ShutdownCN",
+    "MST-6": "the connection stays open after ShutdownCN",
+    "MST-7": "no time limit for a connection that sends nothing",
+    "MST-9": "expired nodes get the scenario",
+    "MST-10": "one connection at a time (with time limits)",
+    "ERR-1": "an invalid first frame closes every connection",
+    "SCN-1": "the first two payloads swapped",
+    "SCN-2": "stops serving after two nodes",
+    "SEC-1": "a top-level call in the first frame is run (emulated pickle.loads)",
+}
+
+
+class Master:
+    def __init__(self, fault: Optional[str], write_mode: str, registration_timeout: float) -> None:
+        self.fault = fault
+        self.write_mode = write_mode
+        self.timeout = registration_timeout
+        self.lock = threading.Lock()
+        self.clients: List[socket.socket] = []
+        self.served = 0
+        self.drop_until = 0.0
+
+    # -- writing ---------------------------------------------------------------------
+    def write(self, sock: socket.socket, frames: List[bytes]) -> None:
+        if self.write_mode == "single-write":
+            sock.sendall(b"".join(frames))
+        elif self.write_mode == "byte-by-byte":
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for byte in b"".join(frames):
+                sock.sendall(bytes([byte]))
+        else:
+            for f in frames:
+                sock.sendall(f)
+
+    def frames(self) -> List[bytes]:
+        fault = self.fault
+        values = list(SCENARIO_PAYLOADS)
+        if fault == "SCN-1":
+            values[0], values[1] = values[1], values[0]
+        if fault == "VAL-4":
+            values[values.index(65535)] = 65535.0
+        ack = bad_ack(fault) if fault in ("CMD-1", "CMD-2") else dumps(ACK())
+        if fault == "ENC-7":
+            msgs = [encode(MSG(v), 2) for v in values]
+        else:
+            msgs = [dumps(MSG(v)) for v in values]
+        if fault in ("ENC-1", "ENC-2", "ENC-3", "ENC-4", "CMD-4", "VAL-2", "VAL-3"):
+            msgs[0] = bad_msg(fault)
+        payloads = [ack, *msgs, dumps(ShutdownCN())]
+        if fault == "MST-5":
+            payloads.append(dumps(MSG("after ShutdownCN")))
+        out = [frame(p, big_endian=fault == "FRM-1") for p in payloads]
+        if fault == "FRM-3":
+            out.insert(1, b"\x00\x00")
+        return out
+
+    # -- reading the registration ------------------------------------------------------
+    def read_registration(self, sock: socket.socket) -> Optional[bytes]:
+        """The first frame's payload; None if the connection is to be dropped."""
+        limited = self.fault not in ("MST-4",)
+        data = b""
+        start = time.monotonic()
+        while True:
+            if len(data) >= 2:
+                size = int.from_bytes(data[:2], "little")
+                if self.fault == "MST-2":
+                    sock.sendall(frame(dumps(ACK())))
+                if len(data) >= 2 + size:
+                    return data[2 : 2 + size]
+            if data and self.fault == "FRM-4":
+                return None  # the first piece was not the whole frame
+            if not limited or (not data and self.fault == "MST-7") or (data and self.fault == "FRM-6"):
+                sock.settimeout(None)
+            else:
+                left = start + self.timeout - time.monotonic()
+                if left <= 0:
+                    return None
+                sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except (socket.timeout, OSError):
+                return None
+            if not chunk:
+                if data and self.fault == "FRM-5":
+                    sock.sendall(frame(dumps(ACK())))
+                return None
+            data += chunk
+
+    # -- one connection ------------------------------------------------------------------
+    def serve(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.clients.append(sock)
+        try:
+            self._serve(sock)
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                if sock in self.clients:
+                    self.clients.remove(sock)
+            sock.close()
+
+    def _serve(self, sock: socket.socket) -> None:
+        if time.monotonic() < self.drop_until:
+            return
+        payload = self.read_registration(sock)
+        if payload is None:
+            return
+        if self.fault in ("SEC-1", "ENC-5"):
+            emulate_unsafe_unpickler(payload, "top" if self.fault == "SEC-1" else "nested")
+        try:
+            command = loads(payload)
+            if self.fault == "ENC-8" and dumps(command) != payload:
+                raise ProtocolError("ENC-8", "not canonical")
+            valid = isinstance(command, RegisterCN)
+        except ProtocolError:
+            valid = False
+        if not valid:
+            if self.fault == "MST-3":
+                sock.sendall(frame(dumps(ACK())))
+            if self.fault == "ERR-1":
+                # Like a master whose registration aborts: every connection
+                # open now, and any accepted in the next moment, is dropped.
+                self.drop_until = time.monotonic() + 0.5
+                with self.lock:
+                    for other in self.clients:
+                        try:
+                            other.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked on it
+                        except OSError:
+                            pass
+            return
+        assert isinstance(command, RegisterCN)
+        if self.fault == "MST-1" and command.cn_live_time > 100000:
+            return
+        if command.cn_start_time + command.cn_live_time <= time.time() and self.fault != "MST-9":
+            sock.sendall(frame(dumps(ACK())))
+            return  # expired: nothing more (MST-9)
+        if self.fault == "SCN-2" and self.served >= 2:
+            return  # stops serving after two nodes
+        frames = self.frames()
+        if self.fault == "MST-2":
+            frames = frames[1:]  # the ACK went out early
+        self.write(sock, frames)
+        with self.lock:
+            self.served += 1
+        if self.fault == "MST-6":
+            sock.settimeout(30)
+            while sock.recv(4096):
+                pass
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--fault", choices=sorted(FAULTS), default=None)
+    parser.add_argument("--write-mode", choices=["normal", "single-write", "byte-by-byte"], default="normal")
+    parser.add_argument("--registration-timeout", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    master = Master(args.fault, args.write_mode, args.registration_timeout)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((args.host, args.port))
+    listener.listen(64)
+    host, port = listener.getsockname()[:2]
+    print(f"listening on {host}:{port}", file=sys.stderr, flush=True)
+    sequential = args.fault in ("MST-4", "MST-10")
+    while True:
+        sock, _ = listener.accept()
+        if sequential:
+            master.serve(sock)
+        else:
+            threading.Thread(target=master.serve, args=(sock,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
