@@ -42,6 +42,7 @@ from skyllh_cluster.errors import RemoteProtocolError
 from skyllh_cluster.protocol.states import State
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import values_equal
+from socket_reads import recv_exactly, recv_until_eof
 
 TIMEOUT = 20.0
 REFERENCE = Path(__file__).resolve().parent.parent / "reference"
@@ -82,24 +83,6 @@ class RunsACommand:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.path}",))
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "the compute node closed early"
-        data += chunk
-    return data
-
-
-def recv_until_eof(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 class ScriptedMaster:

@@ -21,6 +21,7 @@ from skyllh_cluster.clauses import CLAUSES
 from skyllh_cluster.commands import ACK, MSG
 from skyllh_cluster.errors import LocalProtocolError, RemoteProtocolError
 from skyllh_cluster.srvclt import Message, read_from_socket, receive_object_from_socket, send_to_socket
+from socket_reads import recv_exactly, recv_until_eof
 
 TIMEOUT = 10.0
 
@@ -54,24 +55,6 @@ def pair() -> Iterator[Tuple[socket.socket, socket.socket]]:
     finally:
         client.close()
         peer.close()
-
-
-def recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        assert chunk, "the peer closed early"
-        data += chunk
-    return data
-
-
-def recv_until_eof(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 # -- Message --------------------------------------------------------------------------------

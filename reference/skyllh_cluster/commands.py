@@ -91,7 +91,8 @@ class ShutdownCN(Command):
     _cmd = "SHUTDOWNCN"
 
 
-def _int_cast(value: Any, what: str) -> int:
+def int_cast(value: Any, what: str) -> int:
+    """``int(value)``, or the original's ``TypeError`` naming the property ``what``."""
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError) as exc:
@@ -114,7 +115,7 @@ class RegisterCN(Command):
 
     @cn_start_time.setter
     def cn_start_time(self, t: Any) -> None:
-        self._cn_start_time = _int_cast(t, "cn_start_time")
+        self._cn_start_time = int_cast(t, "cn_start_time")
 
     @property
     def cn_live_time(self) -> int:
@@ -123,7 +124,7 @@ class RegisterCN(Command):
 
     @cn_live_time.setter
     def cn_live_time(self, t: Any) -> None:
-        self._cn_live_time = _int_cast(t, "cn_live_time")
+        self._cn_live_time = int_cast(t, "cn_live_time")
 
 
 #: The command classes by the class name that identifies them on the wire.

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any, Callable, Optional, Sequence, Type, cast
 
 from .clauses import Role
-from .commands import MSG, RegisterCN, ShutdownCN
+from .commands import MSG, RegisterCN, ShutdownCN, int_cast
 from .errors import ProtocolError, RemoteProtocolError
 from .protocol.connection import Connection
 from .protocol.events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
@@ -108,13 +108,6 @@ class Stop(enum.Enum):
     LIVE_TIME_OVER = "live time over"
 
 
-def _int_cast(value: Any, name: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise TypeError(f"The {name} property must be castable to type int!") from exc
-
-
 class ComputeNode:
     """A compute node: registers with the master, then serves its messages.
 
@@ -178,7 +171,7 @@ class ComputeNode:
 
     @live_time.setter
     def live_time(self, t: Any) -> None:
-        self._live_time = _int_cast(t, "live_time")
+        self._live_time = int_cast(t, "live_time")
 
     @property
     def master_addr(self) -> str:
@@ -198,7 +191,7 @@ class ComputeNode:
 
     @master_port.setter
     def master_port(self, p: Any) -> None:
-        self._master_port = _int_cast(p, "master_port")
+        self._master_port = int_cast(p, "master_port")
 
     @property
     def connection(self) -> Connection:
