@@ -191,9 +191,11 @@ class WireConnection:
                 continue
             except OSError as exc:
                 self.transcript.note(f"write failed: {exc}")
+                how = "reset" if isinstance(exc, ConnectionResetError) else f"closed ({_os_error_name(exc)})"
+                done = len(data) - len(view)
                 raise self.fail(
-                    f"expected the connection to stay open while the kit writes, got {_os_error_name(exc)} "
-                    f"with {len(view)} of {len(data)} bytes unsent"
+                    f"expected the target to take the kit's {len(data)} bytes, got the connection {how} "
+                    + (f"after {done} of them" if done else "before any of them")
                 ) from None
             self.transcript.sent(bytes(view[:sent]))
             view = view[sent:]

@@ -97,8 +97,8 @@ class Results:
             return SKIPPED, f"not decided: {blocked[0].detail}"
         passed = [r for r in records if r.outcome == PASSED]
         if passed:
-            tests = "test" if len(passed) == 1 else "tests"
-            return PASSED, f"{len(passed)} {tests} passed: {passed[0].detail}"
+            many = f" ({len(passed)} tests)" if len(passed) > 1 else ""
+            return PASSED, passed[0].detail + many
         skipped = [r for r in records if r.outcome == SKIPPED]
         if skipped:
             return SKIPPED, skipped[0].detail

@@ -110,7 +110,7 @@ def test_idle_node_stops_at_its_live_time(kit: Kit) -> None:
     node.register()
     node.send(ACK_FRAME)
     left = node.process.started + live_time - time.time()
-    node.closes_within(max(left, 0) + kit.timeout, f"when its live time of {live_time} s has passed")
+    node.closes_within(round(max(left, 0) + kit.timeout, 1), f"when its live time of {live_time} s has passed")
     status = node.exits_within(kit.timeout, f"when its live time of {live_time} s has passed")
     if status != 0:
         raise node.fail(f"expected exit status 0 at the end of the live time, got {status}")
@@ -123,7 +123,7 @@ def test_unacknowledged_node_stops_at_its_live_time(kit: Kit) -> None:
     node = kit.start_node(live_time)
     node.register()
     left = node.process.started + live_time - time.time()
-    node.closes_within(max(left, 0) + kit.timeout, f"when its live time of {live_time} s has passed without an ACK")
+    node.closes_within(round(max(left, 0) + kit.timeout, 1), f"when its live time of {live_time} s has passed without an ACK")
     status = node.exits_within(kit.timeout, f"when its live time of {live_time} s has passed without an ACK")
     if status == 0:
         raise node.fail("expected a non-zero exit status when the live time ends before the ACK, got 0")
