@@ -580,6 +580,12 @@ class MasterServer:
     def _admit_scripted(self, script: Sequence[Tuple[Command, bytes]], blob: bytes, node: Node) -> None:
         connection = node.connection
         connection.send(ACK(), frame=self._ack_frame)
+        if connection.expire_if_due(time.time()):
+            # Its live time has already passed: ACK, then nothing more (MST-9).
+            logger.info("compute node %s registered with its live time already over; not serving it", node.key)
+            node.close_when_flushed = True
+            self._write(node, self._ack_frame)
+            return
         for command, frame in script:
             connection.send(command, frame=frame)
         self._served += 1
