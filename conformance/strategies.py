@@ -10,11 +10,18 @@ draw from.  The codec's strategies:
   cut off or opcodes spliced in, for agreement and robustness tests;
 * :func:`split_points`: where to cut a byte string into pieces, to feed a
   stream reader.
+
+The conformance kit's strategies (at the end of the module):
+
+* :func:`send_plans`: split points and pauses for writing a frame;
+* :func:`registration_times`: plausible, unexpired registrations;
+* :func:`invalid_registrations`: mutated RegisterCN payloads;
+* :func:`printable_values`: subset values a node can print.
 """
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Tuple
 
 from hypothesis import strategies as st
 
@@ -149,7 +156,7 @@ MAX_PAUSE = 0.02
 
 
 @st.composite
-def send_plans(draw: st.DrawFn, size: int, max_pieces: int = 8) -> "tuple[List[int], List[float]]":
+def send_plans(draw: st.DrawFn, size: int, max_pieces: int = 8) -> "Tuple[List[int], List[float]]":
     """How to write ``size`` bytes: cut offsets, and the pause before each later piece."""
     cuts = sorted(set(draw(st.lists(st.integers(1, max(1, size - 1)), max_size=max_pieces - 1))))
     cuts = [c for c in cuts if 0 < c < size]
@@ -157,7 +164,7 @@ def send_plans(draw: st.DrawFn, size: int, max_pieces: int = 8) -> "tuple[List[i
     return cuts, pauses
 
 
-def registration_times() -> st.SearchStrategy["tuple[int, int]"]:
+def registration_times() -> st.SearchStrategy["Tuple[int, int]"]:
     """(start offset from now in seconds, live time): plausible registrations that have not expired."""
     return st.tuples(
         st.one_of(st.integers(-5, 5), st.sampled_from([-3000, 0])),

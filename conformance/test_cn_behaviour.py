@@ -8,7 +8,7 @@ that start a process per example get a fifth of ``--conformance-examples``.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 from hypothesis import given
@@ -142,7 +142,7 @@ def test_frames_split_and_coalesced(kit: Kit) -> None:
 
     @kit.settings(cost=PROCESS_COST)
     @given(plan=send_plans(len(stream), max_pieces=24))
-    def reassembles(plan: "tuple[List[int], List[float]]") -> None:
+    def reassembles(plan: "Tuple[List[int], List[float]]") -> None:
         cuts, pauses = plan
         node = kit.start_node()
         try:

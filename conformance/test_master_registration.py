@@ -9,7 +9,7 @@ transcript of its last run.
 from __future__ import annotations
 
 import time
-from typing import List
+from typing import List, Tuple
 
 import pytest
 from hypothesis import example, given
@@ -69,7 +69,7 @@ def test_accepts_registrations(kit: Kit) -> None:
 
     @kit.settings()
     @given(times=registration_times())
-    def accepts(times: "tuple[int, int]") -> None:
+    def accepts(times: "Tuple[int, int]") -> None:
         start, live = int(time.time()) + times[0], times[1]
         what = f"RegisterCN(now{times[0]:+d} s, {live})"  # no clock reading: a rerun reads the same
         with kit.connect(what) as conn:
@@ -84,7 +84,7 @@ def test_accepts_registrations(kit: Kit) -> None:
     [pytest.param(s, id=f"protocol{s[0]}{'-frame' if s[1] else ''}{'-memo' if s[2] else ''}") for s in payloads.ENCODING_STYLES],
 )
 @pytest.mark.clause("ENC-8")
-def test_accepts_every_valid_encoding(kit: Kit, style: "tuple[int, bool, bool]") -> None:
+def test_accepts_every_valid_encoding(kit: Kit, style: "Tuple[int, bool, bool]") -> None:
     """A RegisterCN in another valid encoding (protocols 2 to 5, with or without FRAME and memo) gets an ACK."""
     protocol, framed, memo = style
     payload = payloads.encode(RegisterCN(int(time.time()), 3600), protocol, frame=framed, memo=memo)
@@ -104,7 +104,7 @@ def test_ack_only_after_the_whole_frame(kit: Kit) -> None:
     @example(plan=([1], [0.02]))  # only the first prefix byte, then a pause
     @example(plan=([2], [0.02]))  # the whole prefix, then a pause
     @example(plan=([len(registration) - 1], [0.02]))  # all but the last byte
-    def answers_after_last_byte(plan: "tuple[List[int], List[float]]") -> None:
+    def answers_after_last_byte(plan: "Tuple[List[int], List[float]]") -> None:
         cuts, pauses = plan
         with kit.connect("RegisterCN in pieces") as conn:
             pieces = payloads.split(registration, cuts)
