@@ -104,6 +104,7 @@ _MAX_HEIGHT = MAX_DEPTH + 1
 
 # --- whole-payload and prefix fast paths -------------------------------------
 _CONSTANT_COMMANDS = {encode_command(ACK()): ACK, encode_command(ShutdownCN()): ShutdownCN}
+_CONSTANT_SIZE = max(map(len, _CONSTANT_COMMANDS))
 _REGISTER_SAMPLE = encode_command(RegisterCN(0, 0))
 _MSG_SAMPLE = encode_command(MSG(None))
 # Bytes 11.. of the canonical RegisterCN up to its first int, and of the MSG
@@ -112,7 +113,7 @@ _REGISTER_HEAD = _REGISTER_SAMPLE[11:75]
 _REGISTER_LIVE_KEY = b"\x8c\x0d_cn_live_time\x94"
 _MSG_HEAD = _MSG_SAMPLE[11:56]
 _PROTO4_FRAME = b"\x80\x04\x95"
-_MSG_STR_TAIL = b"\x94sb."
+_MSG_TAIL = b"sb."
 _START_KEY, _LIVE_KEY, _MSG_KEY = "_cn_start_time", "_cn_live_time", "msg"
 
 
@@ -147,30 +148,255 @@ def _register_fast(data: bytes) -> Optional[Command]:
     return command
 
 
+# --- the canonical MSG value loop ---------------------------------------------
+# A value as CPython's pickler writes it at protocol 4, inside the canonical
+# MSG frame, is decoded by an optimistic loop that knows only the opcodes such
+# a value uses and gives up (returns _UNSURE) on anything unusual or invalid:
+# the general loop then decodes the payload from scratch, so every refusal
+# keeps its clause, offset and reason.  Giving up is always safe, so the loop
+# leans on Python's own checks: an index past the end raises IndexError, a
+# length past the value makes ``pos`` overshoot ``limit``, a bad UTF-8 or
+# surrogate raises UnicodeDecodeError, an unhashable key TypeError.
+_UNSURE = object()
+# The memo after the canonical MSG header: its strings may be fetched as
+# values, the class, the command and its state may not (the general loop
+# refuses or bounds those).  The key is the very str the state dict holds,
+# so that a value sharing it encodes again as the same memo reference.
+_MSG_MEMO = (_MSG_SAMPLE[13:36].decode("ascii"), _MSG_SAMPLE[39:42].decode("ascii"), _UNSURE, _UNSURE, _UNSURE, _MSG_KEY)
+_CONTAINER_TYPES = (list, dict, tuple)
+_BININT1_BYTE = bytes((BININT1,))
+# How far one look at a run of BININT1 reaches (a longer run takes several).
+_RUN_BYTES = 512
+# Strings this long are decoded from a view of the payload, without a copy.
+_VIEW_STR_SIZE = 1024
+
+
+def _value_height(value: Any) -> int:
+    """The nesting of containers in a tree-shaped value (0 for a scalar)."""
+    level = [value] if type(value) in _CONTAINER_TYPES else []
+    height = 0
+    while level:
+        height += 1
+        inner: List[Any] = []
+        for box in level:
+            if type(box) is dict:
+                inner += [key for key in box if type(key) is tuple]
+                inner += [item for item in box.values() if type(item) in _CONTAINER_TYPES]
+            else:
+                inner += [item for item in box if type(item) in _CONTAINER_TYPES]
+        level = inner
+    return height
+
+
+def _canonical_msg_value(data: bytes, limit: int) -> Any:  # noqa: C901 - one loop, on purpose
+    """The value of a canonical MSG payload: opcodes 56 to ``limit``, or _UNSURE.
+
+    No memo reference fetches a container here (the loop gives up on one), so
+    the value is a tree of at most one node per opcode, far below the node
+    limit; nesting is bounded by counting containers and, past the limit,
+    measuring the tree.
+    """
+    stack: List[Any] = []
+    push = stack.append
+    outer: List[List[Any]] = []  # the stacks below the open MARKs
+    memo = list(_MSG_MEMO)
+    memoize = memo.append
+    containers = 0
+    pos = 56
+    try:
+        # Ordered by how often CPython writes each opcode in a value.
+        while pos < limit:
+            code = data[pos]
+            if code == SHORT_BINUNICODE:
+                while True:  # a run of memoized strs, as in a list of them, without the dispatch
+                    end = pos + 2 + data[pos + 1]
+                    item = data[pos + 2 : end].decode()
+                    push(item)
+                    if data[end] != MEMOIZE:
+                        pos = end
+                        break
+                    memoize(item)
+                    pos = end + 1
+                    if data[pos] != SHORT_BINUNICODE:
+                        break
+            elif code == BININT1:
+                if data[pos + 2] == BININT1:  # a run of small ints, as in a list of them: take it whole
+                    run = data[pos : min(pos + _RUN_BYTES, limit) : 2]
+                    end = pos + 2 * (len(run) - len(run.lstrip(_BININT1_BYTE)))
+                    stack.extend(data[pos + 1 : end : 2])
+                    pos = end
+                else:
+                    push(data[pos + 1])
+                    pos += 2
+            elif code == BINFLOAT:
+                push(_F64(data, pos + 1)[0])
+                pos += 9
+            elif code == MARK:
+                outer.append(stack)
+                stack = []
+                push = stack.append
+                pos += 1
+            elif code == APPENDS:
+                items = stack
+                stack = outer.pop()
+                push = stack.append
+                target = stack[-1]
+                if type(target) is not list:
+                    return _UNSURE
+                target.extend(items)
+                pos += 1
+            elif code == SETITEMS:
+                items = stack
+                stack = outer.pop()
+                push = stack.append
+                target = stack[-1]
+                if type(target) is not dict or len(items) & 1:
+                    return _UNSURE
+                for i in range(0, len(items), 2):
+                    target[items[i]] = items[i + 1]
+                pos += 1
+            elif code == EMPTY_LIST or code == EMPTY_DICT:
+                item = [] if code == EMPTY_LIST else {}
+                containers += 1
+                push(item)
+                pos += 1
+                if data[pos] == MEMOIZE:
+                    memoize(item)
+                    pos += 1
+                if data[pos] == MARK:
+                    outer.append(stack)
+                    stack = []
+                    push = stack.append
+                    pos += 1
+            elif code == MEMOIZE:
+                memoize(stack[-1])
+                pos += 1
+            elif code == TUPLE2:
+                item = (stack[-2], stack[-1])
+                del stack[-1]
+                stack[-1] = item
+                containers += 1
+                pos += 1
+                if data[pos] == MEMOIZE:
+                    memoize(item)
+                    pos += 1
+            elif code == BININT:
+                push(_I32(data, pos + 1)[0])
+                pos += 5
+            elif code == NONE:
+                push(None)
+                pos += 1
+            elif code == NEWTRUE:
+                push(True)
+                pos += 1
+            elif code == NEWFALSE:
+                push(False)
+                pos += 1
+            elif code == BINGET:
+                item = memo[data[pos + 1]]
+                if item is _UNSURE or type(item) in _CONTAINER_TYPES:
+                    return _UNSURE
+                push(item)
+                pos += 2
+            elif code == TUPLE1 or code == TUPLE3 or code == TUPLE:
+                if code == TUPLE1:
+                    item = (stack[-1],)
+                    stack[-1] = item
+                elif code == TUPLE3:
+                    item = (stack[-3], stack[-2], stack[-1])
+                    del stack[-2:]
+                    stack[-1] = item
+                else:
+                    item = tuple(stack)
+                    stack = outer.pop()
+                    push = stack.append
+                    push(item)
+                containers += 1
+                pos += 1
+                if data[pos] == MEMOIZE:
+                    memoize(item)
+                    pos += 1
+            elif code == EMPTY_TUPLE:
+                push(_EMPTY_TUPLE)
+                containers += 1
+                pos += 1
+            elif code == SHORT_BINBYTES:
+                pos += 2
+                end = pos + data[pos - 1]
+                push(data[pos:end])
+                pos = end
+            elif code == BININT2:
+                push(data[pos + 1] | data[pos + 2] << 8)
+                pos += 3
+            elif code == LONG1:
+                pos += 2
+                end = pos + data[pos - 1]
+                push(int.from_bytes(data[pos:end], "little", signed=True))
+                pos = end
+            elif code == BINUNICODE or code == BINBYTES:
+                pos += 5
+                end = pos + _U32(data, pos - 4)[0]
+                if code == BINBYTES:
+                    push(data[pos:end])
+                elif end - pos < _VIEW_STR_SIZE:
+                    push(data[pos:end].decode())
+                else:
+                    with memoryview(data) as view:
+                        push(str(view[pos:end], "utf-8"))
+                pos = end
+            elif code == APPEND or code == SETITEM:
+                if code == APPEND:
+                    target = stack[-2]
+                    if type(target) is not list:
+                        return _UNSURE
+                    target.append(stack.pop())
+                else:
+                    target = stack[-3]
+                    if type(target) is not dict:
+                        return _UNSURE
+                    target[stack[-2]] = stack[-1]
+                    del stack[-2:]
+                pos += 1
+            else:  # rarer opcodes (LONG4, the 8-byte lengths, BINPUT, ...) and refusals
+                return _UNSURE
+    except (IndexError, ValueError, TypeError, struct.error):
+        return _UNSURE
+    if pos != limit or outer or len(stack) != 1:
+        return _UNSURE
+    value = stack[0]
+    if containers > MAX_DEPTH and _value_height(value) > MAX_DEPTH:
+        return _UNSURE
+    return value
+
+
 def decode_payload(data: bytes) -> Command:
     """Decode one payload (a ``bytes`` object) into a command.
 
     Raises :class:`ProtocolError` for anything outside the profile.
     """
-    cls = _CONSTANT_COMMANDS.get(data)
-    if cls is not None:
-        return _new(cls)
     size = len(data)
-    if size > 60 and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
+    if size <= _CONSTANT_SIZE:  # hashing a long payload would cost more than decoding it
+        cls = _CONSTANT_COMMANDS.get(data)
+        if cls is not None:
+            return _new(cls)
+    if size >= 60 and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
         if data[11:75] == _REGISTER_HEAD:
             command = _register_fast(data)
             if command is not None:
                 return command
-        elif data[11:56] == _MSG_HEAD and data[56] == op.SHORT_BINUNICODE and data[57] + 62 == size:
-            if data[-4:] == _MSG_STR_TAIL:
+        elif data[11:56] == _MSG_HEAD and data[-3:] == _MSG_TAIL:
+            value: Any = _UNSURE
+            if data[56] == SHORT_BINUNICODE and data[57] + 62 == size and data[-4] == MEMOIZE:
                 try:
-                    value = data[58:-4].decode("utf-8", "surrogatepass")
+                    value = data[58:-4].decode()
                 except UnicodeDecodeError:
-                    pass  # the general loop reports it with its offset
-                else:
-                    command = _new(MSG)
-                    command.__dict__ = {_MSG_KEY: value}
-                    return command
+                    pass  # a surrogate, or bad UTF-8 that the general loop reports
+            else:
+                value = _canonical_msg_value(data, size - 3)
+            if value is not _UNSURE:
+                command = _new(MSG)
+                command.__dict__ = {_MSG_KEY: value}
+                return command
     if size > 56 and data[11:56] == _MSG_HEAD and data[:3] == _PROTO4_FRAME:
         return _Decoder(data).run_msg_value()
     return _Decoder(data).run()
