@@ -356,3 +356,11 @@ def test_plan_broadcast_refuses_what_is_not_a_command_or_does_not_encode() -> No
     with pytest.raises(LocalProtocolError) as info:
         plan_broadcast([master], MSG("x" * 70000), now=0)
     assert info.value.clause == "FRM-2" and master.state is State.SERVING
+
+
+def test_transitions_are_logged_at_debug_level(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="skyllh_cluster.protocol.connection"):
+        Connection(Role.COMPUTE_NODE).send(RegisterCN(1, 2))
+    assert "COMPUTE_NODE: CONNECTED --send RegisterCN--> AWAIT_ACK" in caplog.text

@@ -65,3 +65,11 @@ def test_refusal_clauses() -> None:
     assert states.refusal_clause(Role.MASTER, State.REGISTERED) == "MST-2"
     assert states.refusal_clause(Role.COMPUTE_NODE, State.SERVING) == "CN-5"
     assert states.refusal_clause(Role.MASTER, State.CLOSED) == "ERR-1"
+
+
+def test_rows_for_a_role_are_read_only_and_match_lookup() -> None:
+    rows = states.rows_for(Role.MASTER)
+    assert rows[(State.REGISTERED, "send ACK")] is states.lookup(Role.MASTER, State.REGISTERED, "send ACK")
+    with pytest.raises(TypeError):
+        rows[(State.SERVING, "x")] = None  # type: ignore[index]
+    assert states.send("Other") == "send Other" and states.recv("ACK") == "recv ACK"

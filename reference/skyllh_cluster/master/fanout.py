@@ -33,12 +33,14 @@ class FanOut:
 
     Args:
         threads: How many threads run the step, the caller's included
-            (default: the number of CPUs, at most 4).  1 means no pool.
+            (default: one more than the number of CPUs, at most 4).  1 means no pool.
     """
 
     def __init__(self, threads: Optional[int] = None) -> None:
         if threads is None:
-            threads = min(4, os.cpu_count() or 1)
+            # One more than the cores: while one thread runs its bit of
+            # Python under the GIL, every core can still be in a send.
+            threads = min(4, (os.cpu_count() or 1) + 1)
         self.threads = max(1, threads)
         self._pool: Optional[ThreadPoolExecutor] = None
 

@@ -68,6 +68,7 @@ class Connection:
         if role not in states.INITIAL_STATE:
             raise ValueError(f"a connection's role is MASTER or COMPUTE_NODE, not {role!r}")
         self.role = role
+        self._rows = states.rows_for(role)
         self._state = states.INITIAL_STATE[role]
         self._frames = FrameBuffer()
         self._error: Optional[RemoteProtocolError] = None
@@ -102,9 +103,10 @@ class Connection:
 
     # -- the state table ----------------------------------------------------------
     def _apply(self, trigger: str) -> Optional[states.Transition]:
-        row = states.lookup(self.role, self._state, trigger)
+        row = self._rows.get((self._state, trigger))
         if row is not None:
-            logger.debug("%s: %s --%s--> %s", self.role.name, self._state.name, trigger, row.next_state.name)
+            if logger.isEnabledFor(logging.DEBUG):  # the names cost more than the step itself
+                logger.debug("%s: %s --%s--> %s", self.role.name, self._state.name, trigger, row.next_state.name)
             self._state = row.next_state
         return row
 
@@ -196,7 +198,7 @@ class Connection:
         if COMMAND_CLASSES.get(name) is not type(command):
             raise TypeError(f"not a SkyLLH cluster command: {command!r}")
         trigger = states.send(name)
-        if states.lookup(self.role, self._state, trigger) is None:
+        if (self._state, trigger) not in self._rows:
             raise LocalProtocolError(
                 states.refusal_clause(self.role, self._state),
                 f"cannot send {name} in state {self._state.name}",

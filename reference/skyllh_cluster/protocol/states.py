@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from types import MappingProxyType
+from typing import Dict, Mapping, Tuple
 
 from ..clauses import CLAUSES, Role
 
@@ -57,6 +58,7 @@ __all__ = [
     "send",
     "recv",
     "lookup",
+    "rows_for",
     "refusal_clause",
 ]
 
@@ -96,14 +98,18 @@ LIVE_TIME_PASSED = "live time passed"
 CLOSE = "close"
 
 
+_SEND = {name: f"send {name}" for name in COMMAND_NAMES}
+_RECV = {name: f"recv {name}" for name in COMMAND_NAMES}
+
+
 def send(command_name: str) -> str:
     """The trigger for sending the command of that class name."""
-    return f"send {command_name}"
+    return _SEND.get(command_name) or f"send {command_name}"
 
 
 def recv(command_name: str) -> str:
     """The trigger for receiving the command of that class name."""
-    return f"recv {command_name}"
+    return _RECV.get(command_name) or f"recv {command_name}"
 
 
 @dataclass(frozen=True)
@@ -182,16 +188,21 @@ TRANSITIONS: Tuple[Transition, ...] = _rows()
 INITIAL_STATE: Dict[Role, State] = {_MST: S.AWAIT_REGISTRATION, _CN: S.CONNECTED}
 FINAL_STATES = frozenset({S.CLOSED})
 
-_INDEX: Dict[Tuple[Role, State, str], Transition] = {}
+_ROWS: Dict[Role, Dict[Tuple[State, str], Transition]] = {_MST: {}, _CN: {}}
 for _t in TRANSITIONS:
-    if (_t.role, _t.state, _t.trigger) in _INDEX:  # pragma: no cover - guards the table
+    if (_t.state, _t.trigger) in _ROWS[_t.role]:  # pragma: no cover - guards the table
         raise AssertionError(f"two rows for {_t.role} {_t.state} {_t.trigger!r}")
-    _INDEX[(_t.role, _t.state, _t.trigger)] = _t
+    _ROWS[_t.role][(_t.state, _t.trigger)] = _t
+
+
+def rows_for(role: Role) -> Mapping[Tuple[State, str], Transition]:
+    """The rows of one role, keyed by ``(state, trigger)``, read-only."""
+    return MappingProxyType(_ROWS[role])
 
 
 def lookup(role: Role, state: State, trigger: str) -> "Transition | None":
     """The row for ``trigger`` in ``state``, or ``None`` when there is none."""
-    return _INDEX.get((role, state, trigger))
+    return _ROWS[role].get((state, trigger))
 
 
 # Which clause a missing row breaks, for error messages.
