@@ -98,7 +98,7 @@ class MasterServer:
             closed without an ACK.
         send_threads: Threads that make the ``send`` calls of a large
             broadcast (see :mod:`~skyllh_cluster.master.fanout`); default:
-            one per CPU, at most 4.
+            one more than the CPUs, at most 4.
 
     Use it as a context manager, or call :meth:`close`, to close every
     socket it opened.
