@@ -67,7 +67,10 @@ def main() -> int:
     rows = []
     failed = []
     guarded = []
-    for name, ours, theirs, guard in cases():
+    all_cases = list(cases())
+    for number, (name, ours, theirs, guard) in enumerate(all_cases, 1):
+        # Each case takes seconds (timeit's autorange, many repeats): say where we are.
+        print(f"[{number}/{len(all_cases)}] {name}", file=sys.stderr, flush=True)
         payload = dumps(ours)
         assert payload == pickle.dumps(theirs, protocol=4)
         t_pickle_loads = best(lambda: pickle.loads(payload))
