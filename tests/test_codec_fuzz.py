@@ -100,6 +100,12 @@ def original_payloads() -> st.SearchStrategy[bytes]:
 @example(bytes.fromhex("8004") + b"]\x94h\x00N" + b"a.")  # mutation of a memo-referenced list
 @example(b"\x80\x04\x95\x01\x00\x00\x00\x00\x00\x00\x00..")  # a frame ending at STOP, trailing byte
 @example(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00\xffX\x06\x00\x00\x00latin1\x86R.")
+@example(  # canonical MSG(None) whose FRAME says 1 byte: it ends inside the header
+    bytes.fromhex(
+        "80049501000000000000008c17736b796c6c682e636c75737465722e636f6d6d616e6473948c034d53479493942981947d94"
+        "8c036d7367944e73622e"
+    )
+)
 def test_decoder_and_grammar_agree_on_mutated_payloads(payload: bytes) -> None:
     assert_agree(payload)
 

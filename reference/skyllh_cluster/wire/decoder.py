@@ -446,8 +446,10 @@ class _Decoder:
         """
         data = self.data
         frame_end = 11 + _U64(data, 3)[0]
-        if frame_end > len(data):
-            return self.run()  # the loop reports the bad FRAME
+        if not 56 <= frame_end <= len(data):
+            # A FRAME that ends inside the header or past the payload: the
+            # loop from the start decides (and reports) it.
+            return self.run()
         command = _new(MSG)
         state: Dict[Any, Any] = {}
         key = data[52:55].decode("ascii")
