@@ -9,6 +9,7 @@ checks that our master speaks the original's bytes.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import socket
@@ -141,6 +142,13 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT) -> 
 
 
 def open_fds() -> int:
+    """This process's open descriptors, after collecting garbage.
+
+    Objects that earlier tests dropped may still hold sockets until a
+    collection; without one, such a socket could close mid-test and be
+    counted as the engine's.
+    """
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 

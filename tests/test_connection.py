@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import List
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from skyllh_cluster.clauses import Role
 from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
@@ -345,6 +347,60 @@ def test_plan_broadcast_moves_states_and_records_registrations() -> None:
     plan = plan_broadcast(nodes, RegisterCN(7, 8), now=0)
     assert plan.sendable == [0, 1]
     assert all(n.registration == RegisterCN(7, 8) and n.deadline == 15 for n in nodes)
+
+
+# A connection of each kind a master or a compute node may hold when it broadcasts.
+COHORT_KINDS = {
+    "serving": lambda: serving_master(),
+    "serving, live time over": lambda: serving_master(live_time=10),
+    "not registered": lambda: Connection(Role.MASTER),
+    "shut down": lambda: _shut_down(serving_master()),
+    "compute node, fresh": lambda: Connection(Role.COMPUTE_NODE),
+    "compute node, timed": lambda: Connection(Role.COMPUTE_NODE, start_time=1732560000, live_time=50),
+}
+NOW = 1732560000 + 100
+
+
+def _shut_down(master: Connection) -> Connection:
+    master.send(ShutdownCN())
+    return master
+
+
+def _one_by_one(conns: List[Connection], command: object, now: float) -> tuple:
+    """What plan_broadcast must amount to: expire_if_due, then send, per connection."""
+    sendable, expired, refused = [], [], []
+    for index, conn in enumerate(conns):
+        if conn.expire_if_due(now):
+            expired.append(index)
+            continue
+        try:
+            conn.send(command)  # type: ignore[arg-type]
+        except LocalProtocolError as exc:
+            refused.append((index, str(exc)))
+        else:
+            sendable.append(index)
+    return sendable, expired, refused
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(COHORT_KINDS)), max_size=12),
+    command=st.sampled_from([MSG("all"), ShutdownCN(), ACK(), RegisterCN(7, 8)]),
+)
+@example(kinds=["serving"] * 3, command=MSG("all"))  # the fast path: one state, none due
+@example(kinds=["serving"] * 2 + ["serving, live time over"], command=MSG("all"))  # one due: the full loop
+@example(kinds=["not registered"] * 2, command=MSG("all"))  # one state that refuses
+def test_plan_broadcast_equals_expire_then_send_on_each_connection(kinds: List[str], command: object) -> None:
+    from skyllh_cluster.protocol import plan_broadcast
+
+    planned = [COHORT_KINDS[kind]() for kind in kinds]
+    alone = [COHORT_KINDS[kind]() for kind in kinds]
+    plan = plan_broadcast(planned, command, now=NOW)  # type: ignore[arg-type]
+    sendable, expired, refused = _one_by_one(alone, command, NOW)
+    assert (plan.sendable, plan.expired) == (sendable, expired)
+    assert [(index, str(error)) for index, error in plan.refused] == refused
+    assert [c.state for c in planned] == [c.state for c in alone]
+    assert [(c.registration, c.deadline) for c in planned] == [(c.registration, c.deadline) for c in alone]
 
 
 def test_plan_broadcast_refuses_what_is_not_a_command_or_does_not_encode() -> None:

@@ -364,6 +364,7 @@ def test_a_command_too_large_for_a_frame_is_refused_before_anything_is_sent(serv
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_large_broadcasts_on_fanout_threads(monkeypatch, threads):
     monkeypatch.setattr(fanout, "PARALLEL_MINIMUM", 2)
+    monkeypatch.setattr(fanout, "CHUNK", 2)  # the five nodes go out in three chunks
     with MasterServer(registration_timeout=WAIT, send_threads=threads) as engine:
         engine.listen("127.0.0.1", 0)
         nodes = register_nodes(engine, 5)
@@ -376,9 +377,63 @@ def test_large_broadcasts_on_fanout_threads(monkeypatch, threads):
                 assert node.read_exact(len(msg_frame("fan"))) == msg_frame("fan")
 
 
-def test_default_fanout_threads_follow_the_cpus():
-    assert 1 <= fanout.FanOut().threads <= 4
-    assert fanout.FanOut(0).threads == 1
+class _ScriptedTime:
+    """The engine's clock and sleep, advanced by its naps only."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.naps: list = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.naps.append(seconds)
+        self.now += seconds
+
+
+class _ScriptedPoller:
+    """Reports the wake-up pipe ready at the given polls; records each poll's timeout."""
+
+    def __init__(self, wake_token: object, ready_at: set, polls: int) -> None:
+        self.timeouts: list = []
+        self._wake_token, self._ready_at, self.polls = wake_token, ready_at, polls
+
+    def poll(self, timeout):
+        self.timeouts.append(timeout)
+        return [(self._wake_token, 1)] if len(self.timeouts) - 1 in self._ready_at else []
+
+    def register(self, *args) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("ready_at", [{0}, {0, 10}], ids=["one event", "a second event mid-burst"])
+def test_the_loop_naps_during_a_burst_and_blocks_again_after_it(monkeypatch, ready_at):
+    from skyllh_cluster.master import server as server_module
+
+    clock = _ScriptedTime()
+    monkeypatch.setattr(server_module, "time", clock)
+    with MasterServer() as engine:
+        engine._open_wake_pair()
+        poller = _ScriptedPoller(server_module._WAKE, ready_at, polls=60)
+        engine._poller = poller
+        assert engine._run(lambda: len(poller.timeouts) >= poller.polls, None)
+    timeouts = poller.timeouts
+    # Blocks while idle; after each event, polls without blocking and naps on
+    # its own timer instead of waiting to be woken, until BURST_QUIET passes.
+    assert timeouts[0] == server_module.MAX_WAIT
+    blocking = [index for index, timeout in enumerate(timeouts) if timeout > 0]
+    assert blocking[0] == 0 and len(blocking) > 1
+    nap_polls = timeouts[1 : blocking[1]]
+    assert nap_polls and set(nap_polls) == {0.0} and len(clock.naps) == len(nap_polls) - len(ready_at - {0})
+    assert set(clock.naps) == {server_module.BURST_NAP}
+    last_event = max(ready_at)
+    napped_after_last_event = sum(1 for index in range(last_event + 1, blocking[1]))
+    assert napped_after_last_event * server_module.BURST_NAP == pytest.approx(server_module.BURST_QUIET, abs=2 * server_module.BURST_NAP)
+    assert set(timeouts[blocking[1]:]) == {server_module.MAX_WAIT}  # the burst is over: blocks again
 
 
 # --- sending to one node ------------------------------------------------------------------

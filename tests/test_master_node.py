@@ -168,6 +168,25 @@ def test_an_entry_taken_out_of_the_registry_is_closed_at_the_next_broadcast(mast
     assert nodes[1].read_exact(len(msg_frame("only one"))) == msg_frame("only one")
 
 
+def test_a_registry_changed_between_broadcasts_is_what_the_next_one_sends_to(master):
+    # A broadcast reuses the checks of the last one while the registry holds
+    # the same entries; any change to it must be seen.
+    nodes = registered(master, 3)
+    master.send_request("all three")
+    del master.cn_registry[nodes[0].key]
+    master.send_request("two")
+    raw, entry = hand_made_entry()
+    master.cn_registry[entry.key] = entry
+    master.send_request("two and one by hand")
+    assert nodes[0].read_to_eof() == msg_frame("all three")
+    for node in nodes[1:]:
+        expected = msg_frame("all three") + msg_frame("two") + msg_frame("two and one by hand")
+        assert node.read_exact(len(expected)) == expected
+    assert raw.read_exact(len(msg_frame("two and one by hand"))) == msg_frame("two and one by hand")
+    master.shutdown_compute_nodes()
+    assert raw.read_to_eof() == GOLDEN_SHUTDOWN
+
+
 def test_something_other_than_an_entry_in_the_registry_is_refused_before_sending(master):
     nodes = registered(master, 1)
     master.cn_registry["bogus"] = "not an entry"

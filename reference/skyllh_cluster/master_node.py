@@ -35,6 +35,7 @@ the original breaks, this one holds:
 from __future__ import annotations
 
 import logging
+import operator
 import socket
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -49,6 +50,9 @@ from .protocol.connection import Connection, encode_command
 __all__ = ["CNRegistryEntry", "MasterNode", "BroadcastError", "BroadcastResult", "RegistrationTimeout"]
 
 logger = logging.getLogger(__name__)
+
+_node_of = operator.attrgetter("_node")
+_server_of = operator.attrgetter("_server")
 
 
 def _registered_connection(cn_start_time: Any, cn_live_time: Any) -> Connection:
@@ -162,6 +166,8 @@ class MasterNode:
         self.send_timeout = send_timeout
         self._server: Optional[MasterServer] = None
         self.cn_registry: Dict[str, CNRegistryEntry] = dict()
+        # The engine, the registry's entries and their nodes at the last broadcast.
+        self._last_broadcast: Optional[Tuple[MasterServer, List[CNRegistryEntry], List[Node]]] = None
 
     @property
     def cn_registry(self) -> Dict[str, CNRegistryEntry]:
@@ -190,6 +196,7 @@ class MasterNode:
             else:
                 entry.sock.close()
         self.cn_registry = dict()
+        self._last_broadcast = None
 
     def register_compute_nodes(
         self,
@@ -230,10 +237,20 @@ class MasterNode:
         self._server = server
         logger.debug("listening on %s:%d for %d compute nodes", host, master_port, n_cn)
         server.listen(host, master_port, backlog=max(n_cn, 128))
+        # Entries are made as nodes register, while the loop waits for the
+        # next one anyway, so that the last ACK is not followed by n_cn more steps.
+        entries: Dict[str, CNRegistryEntry] = {}
+
+        def admitted(node: Node, count: int) -> None:
+            entries[node.key] = CNRegistryEntry._of(node, server)
+
         try:
-            server.register(n_cn, timeout=timeout)
+            server.register(n_cn, timeout=timeout, progress=admitted)
         finally:
-            self.cn_registry = {node.key: CNRegistryEntry._of(node, server) for node in server.nodes}
+            nodes = server.nodes
+            if list(map(_node_of, entries.values())) != nodes:  # a node was dropped after registering
+                entries = {node.key: CNRegistryEntry._of(node, server) for node in nodes}
+            self.cn_registry = entries
 
     def send_request(self, msg: Any) -> BroadcastResult:
         """Send ``MSG(msg)`` to every registered compute node.
@@ -269,25 +286,43 @@ class MasterNode:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _broadcast(self, command: Command, *, close_after: bool) -> BroadcastResult:
-        entries = list(self._cn_registry.values())
-        for entry in entries:
-            if not isinstance(entry, CNRegistryEntry):
+    def _nodes_for(self, entries: List["CNRegistryEntry"]) -> List[Node]:
+        """The engine's nodes for ``entries``; the engine lets go of every other node."""
+        # These passes run before the first node is sent anything, so they
+        # stay in C (map, set operations) in the usual case.
+        for kind in set(map(type, entries)):
+            if not issubclass(kind, CNRegistryEntry):
+                entry = next(entry for entry in entries if type(entry) is kind)
                 raise TypeError(f"cn_registry holds {entry!r}, which is not a CNRegistryEntry")
         if self._server is None:
             self._server = MasterServer()
         server = self._server
-        nodes: List[Node] = [entry._attach(server) for entry in entries]
+        if set(map(_server_of, entries)) <= {server}:  # every entry is already the engine's
+            nodes: List[Node] = list(map(_node_of, entries))
+        else:
+            nodes = [entry._attach(server) for entry in entries]
         # An entry taken out of the registry is a node no longer wanted; the
         # original closed its socket when the entry was garbage-collected.
-        wanted = set(nodes)
-        for node in server.connections:
-            if node not in wanted:
-                server.discard(node)
+        for node in server.open_nodes.difference(nodes):
+            server.discard(node)
+        return nodes
+
+    def _broadcast(self, command: Command, *, close_after: bool) -> BroadcastResult:
+        entries = list(self._cn_registry.values())
+        last = self._last_broadcast
+        if last is not None and last[0] is self._server and entries == last[1]:
+            # The registry holds what it held at the last broadcast (the usual
+            # case, compared by identity in C): _nodes_for's checks hold still.
+            server, _, nodes = last
+        else:
+            nodes = self._nodes_for(entries)
+            server = self._server  # type: ignore[assignment]
+            self._last_broadcast = (server, entries, nodes)
         result = server.broadcast(command, nodes, timeout=self.send_timeout, close_after=close_after)
         gone = set(result.failed) | set(result.expired)
         if close_after:
             self.cn_registry = dict()
+            self._last_broadcast = None
         elif gone:
             self.cn_registry = {key: e for key, e in self._cn_registry.items() if e.key not in gone}
         if result.failed:

@@ -19,7 +19,9 @@ RegisterCN(cn_start_time=1732560000, cn_live_time=7200)
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -255,6 +257,27 @@ def plan_broadcast(connections: Sequence[Connection], command: Command, now: flo
         raise TypeError(f"not a SkyLLH cluster command: {command!r}")
     plan = BroadcastPlan(encode_command(command))
     trigger = states.send(name)
+    # The usual broadcast: no live time is over and every connection is in
+    # one state that allows the command.  Finding that out takes a few C
+    # passes over the list, and then one assignment per connection.
+    # (list.count compares by identity first, so these passes call no __eq__.)
+    count = len(connections)
+    roles = list(map(_role_of, connections))
+    kinds = list(map(_state_of, connections))
+    if count and roles.count(roles[0]) == count and kinds.count(kinds[0]) == count and not isinstance(command, RegisterCN):
+        role, state = roles[0], kinds[0]
+        row = states.lookup(role, state, trigger)
+        deadlines = list(map(_deadline_of, connections))
+        if None in deadlines:
+            deadlines = list(filter(_is_set, deadlines))
+        if row is not None and min(deadlines, default=now + 1) > now:
+            next_state = row.next_state
+            if next_state is not state:  # MSG keeps SERVING: nothing to write
+                for conn in connections:
+                    conn._state = next_state
+            plan.sendable = list(range(len(connections)))
+            _log_plan(name, len(connections), plan)
+            return plan
     rows: Dict[Tuple[Role, State], Optional[states.Transition]] = {}
     for index, conn in enumerate(connections):
         deadline = conn._deadline
@@ -275,8 +298,18 @@ def plan_broadcast(connections: Sequence[Connection], command: Command, now: flo
         if isinstance(command, RegisterCN):
             conn._registered(command)
         plan.sendable.append(index)
+    _log_plan(name, len(connections), plan)
+    return plan
+
+
+def _log_plan(name: str, count: int, plan: BroadcastPlan) -> None:
     logger.debug(
         "%s to %d connection(s): %d sendable, %d expired, %d refused",
-        name, len(connections), len(plan.sendable), len(plan.expired), len(plan.refused),
+        name, count, len(plan.sendable), len(plan.expired), len(plan.refused),
     )
-    return plan
+
+
+_role_of = operator.attrgetter("role")
+_state_of = operator.attrgetter("_state")
+_deadline_of = operator.attrgetter("_deadline")
+_is_set = functools.partial(operator.is_not, None)
