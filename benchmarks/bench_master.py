@@ -16,10 +16,19 @@ count before the master was made).
 
 The compute nodes are raw sockets driven by a load generator in a separate
 process (this file run with ``--loadgen``; standard library only, one
-selectors loop): it opens the connections to 127.0.0.1 with a bounded number
+epoll loop): it opens the connections to 127.0.0.1 with a bounded number
 of connects in flight, writes a RegisterCN frame as soon as each connects,
 reads the ACK, and notes when each node has received each further whole
-frame.  Both processes read the same system-wide monotonic clock.
+frame.  Both processes read the same system-wide monotonic clock.  A
+connect refused because the master is not listening yet is made again 2 ms
+later, while the other nodes go on.
+
+The generator shares the machine with the master, so its CPU is reported
+too (median per registration and per broadcast).  On loopback a node's
+receive path runs partly in the sender's system call, and on a machine
+with few cores a master that sends on every core competes with the
+generator: a registration takes about as long as the generator's CPU for
+it, and a broadcast at least (master CPU + generator CPU) / cores.
 
 The RegisterCN frame is the canonical encoding of
 ``RegisterCN(<now>, 7200)``: the golden frame of the spec carries a start
@@ -34,13 +43,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
+import select
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from typing import IO, Any, Dict, List, Optional
+
+# As in benchmarks/__init__.py, for when this file runs on its own: no BLAS
+# threads spinning beside the masters (the original's import brings numpy).
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
 # --- the load generator (runs in its own process; standard library only) ------------
 
@@ -55,10 +69,11 @@ _POLL_INTERVAL = 0.0005
 
 
 class _RawNode:
-    __slots__ = ("sock", "buf", "frames", "connected", "eof")
+    __slots__ = ("sock", "fd", "buf", "frames", "connected", "eof")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
         self.buf = bytearray()
         self.frames = 0  # whole frames received, the ACK included
         self.connected = False
@@ -75,55 +90,71 @@ def _raise_fd_limit(wanted: int) -> None:
 
 
 class LoadGenerator:
-    """N raw compute nodes on one selector (the generator process's whole job)."""
+    """N raw compute nodes on one epoll (the generator process's whole job).
+
+    epoll is called directly, with a dict from descriptor to node, rather
+    than through :mod:`selectors`: the generator's CPU is taken from the
+    machine the master runs on, so every microsecond it spends per frame is
+    charged to a master that uses both cores.
+    """
 
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.epoll = select.epoll()
+        self.by_fd: Dict[int, _RawNode] = {}
         self.nodes: List[_RawNode] = []
         self.done_at: Dict[int, float] = {}  # frames -> when the last node reached that many
 
     def connect(self, n: int, port: int, register_frame: bytes) -> Dict[str, Any]:
         """Open ``n`` connections, register each and wait for every ACK."""
         _raise_fd_limit(n + 256)
+        cpu_started = time.process_time()
         limit = time.monotonic() + _PHASE_LIMIT
         started = 0
         in_flight = 0
         acked = 0
         retries = 0
+        # Connects race the master's listen(): refused ones are made again
+        # after a pause, during which the nodes already connected go on.
+        # (Sleeping here instead would charge every refused connect to the
+        # master as a whole pause of the generator.)
+        no_connects_until = 0.0
         while acked < n:
             now = time.monotonic()
             if now > limit:
                 raise TimeoutError(f"only {acked} of {n} nodes were acknowledged")
-            while started < n and in_flight < _CONNECTS_IN_FLIGHT:
+            while started < n and in_flight < _CONNECTS_IN_FLIGHT and now >= no_connects_until:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 sock.connect_ex(("127.0.0.1", port))
                 node = _RawNode(sock)
-                self.selector.register(sock, selectors.EVENT_WRITE, node)
+                self.by_fd[node.fd] = node
+                self.epoll.register(node.fd, select.EPOLLOUT)
                 started += 1
                 in_flight += 1
-            for key, _ in self.selector.select(0.05):
-                node = key.data
+            wait = 0.05 if now >= no_connects_until else min(0.05, no_connects_until - now)
+            for fd, _ in self.epoll.poll(wait, len(self.by_fd) + 1):
+                node = self.by_fd[fd]
                 if not node.connected:
                     error = node.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    self.selector.unregister(node.sock)
                     if error:  # refused: the master is not listening yet
+                        self.epoll.unregister(fd)
+                        del self.by_fd[fd]
                         node.sock.close()
                         started -= 1
                         in_flight -= 1
                         retries += 1
-                        time.sleep(_RETRY_DELAY)
+                        no_connects_until = time.monotonic() + _RETRY_DELAY
                         continue
                     node.connected = True
                     node.sock.send(register_frame)  # pipelined: no wait before reading
-                    self.selector.register(node.sock, selectors.EVENT_READ, node)
+                    self.epoll.modify(fd, select.EPOLLIN)
                     self.nodes.append(node)
                     continue
                 if self._read(node) and node.frames == 1:
                     acked += 1
                     in_flight -= 1
         self.done_at[1] = time.monotonic()
-        return {"acked": acked, "retries": retries, "last_ack": self.done_at[1]}
+        return {"acked": acked, "retries": retries, "last_ack": self.done_at[1], "cpu": time.process_time() - cpu_started}
 
     def _read(self, node: _RawNode) -> bool:
         """Read what arrived; return whether a frame completed.
@@ -138,7 +169,8 @@ class LoadGenerator:
             data = b""
         if not data:
             node.eof = True
-            self.selector.unregister(node.sock)
+            self.epoll.unregister(node.fd)
+            del self.by_fd[node.fd]
             return False
         buf = node.buf
         if not buf and len(data) == 2 + (data[0] | data[1] << 8):  # exactly one whole frame
@@ -158,16 +190,17 @@ class LoadGenerator:
     def await_frames(self, frames: int) -> Dict[str, Any]:
         """Wait until every node has received ``frames`` whole frames; say when the last did."""
         limit = time.monotonic() + _PHASE_LIMIT
+        cpu_started = time.process_time()
         behind = sum(1 for node in self.nodes if node.frames < frames)
         last = 0.0
         while behind:
             if time.monotonic() > limit:
                 raise TimeoutError(f"{behind} nodes did not receive frame {frames}")
-            events = self.selector.select(0)
+            events = self.epoll.poll(0, len(self.by_fd) + 1)
             if not events:
                 time.sleep(_POLL_INTERVAL)
-            for key, _ in events:
-                node = key.data
+            for fd, _ in events:
+                node = self.by_fd[fd]
                 before = node.frames
                 if self._read(node):
                     last = time.monotonic()
@@ -175,18 +208,19 @@ class LoadGenerator:
                         behind -= 1
                 elif node.eof and node.frames < frames:
                     raise ConnectionError(f"a node lost its connection after {node.frames} frames")
-        return {"last": last}
+        return {"last": last, "cpu": time.process_time() - cpu_started}
 
     def close(self) -> Dict[str, Any]:
         """Wait (bounded) for the master to close each connection, then close ours."""
         limit = time.monotonic() + 10.0
         while any(not node.eof for node in self.nodes) and time.monotonic() < limit:
-            for key, _ in self.selector.select(0.2):
-                self._read(key.data)
+            for fd, _ in self.epoll.poll(0.2, len(self.by_fd) + 1):
+                self._read(self.by_fd[fd])
         closed_by_master = sum(node.eof for node in self.nodes)
         for node in self.nodes:
             if not node.eof:
-                self.selector.unregister(node.sock)
+                self.epoll.unregister(node.fd)
+                del self.by_fd[node.fd]
             node.sock.close()
         count = len(self.nodes)
         self.nodes = []
@@ -313,16 +347,19 @@ def _session(masters: _Masters, generator: _Generator, which: str, n: int, broad
     started = time.monotonic()
     masters.register(which, master, n, port)
     registration = time.monotonic() - started
-    generator.reply()
+    generator_cpu_registration = generator.reply()["cpu"]
     rss_registered = _rss_bytes()
     if len(master.cn_registry) != n:
         raise RuntimeError(f"{which}: {len(master.cn_registry)} of {n} nodes registered")
     latencies: List[float] = []
+    generator_cpu_broadcast: List[float] = []
     for index in range(broadcasts):
         generator.send("await", frames=2 + index)
         started = time.monotonic()
         master.send_request(message)
-        latencies.append(generator.reply()["last"] - started)
+        reply = generator.reply()
+        latencies.append(reply["last"] - started)
+        generator_cpu_broadcast.append(reply["cpu"])
     generator.send("await", frames=2 + broadcasts)
     master.shutdown_compute_nodes()
     generator.reply()
@@ -336,6 +373,8 @@ def _session(masters: _Masters, generator: _Generator, which: str, n: int, broad
     return {
         "registration": registration,
         "latency": statistics.median(latencies),
+        "generator_cpu_registration": generator_cpu_registration,
+        "generator_cpu_broadcast": statistics.median(generator_cpu_broadcast),
         "rss_per_node": (rss_registered - rss_before) / n,
         "fds_before": fds_before,
         "fds_after": _open_fds(),
@@ -369,6 +408,10 @@ def run(
         "registration_original": median("original", "registration"),
         "latency_ours": median("ours", "latency"),
         "latency_original": median("original", "latency"),
+        "generator_cpu": {
+            which: (median(which, "generator_cpu_registration"), median(which, "generator_cpu_broadcast"))
+            for which in ("ours", "original")
+        },
         "big": big_run,
         "big_nodes": big,
     }
@@ -391,6 +434,13 @@ def _print_table(f: Dict[str, Any], rounds: int, broadcasts: int, out: IO[str]) 
     print(
         f"{f'MSG of 100 chars to {n} nodes, latency (ms)':<44} {f['latency_ours'] * ms:>10.1f} "
         f"{f['latency_original'] * ms:>10.1f} {f['latency_ratio']:>7.2f} {'<= 0.50':>9}",
+        file=out,
+    )
+    cpu = f["generator_cpu"]
+    print(
+        f"{'load generator CPU: registration / MSG (ms)':<44} "
+        f"{cpu['ours'][0] * ms:>5.0f} /{cpu['ours'][1] * ms:>4.0f} "
+        f"{cpu['original'][0] * ms:>5.0f} /{cpu['original'][1] * ms:>4.0f}",
         file=out,
     )
     big = f["big"]
