@@ -52,22 +52,24 @@ def test_the_threads_really_share_the_work(monkeypatch):
     assert len(set(names[:2])) == 2
 
 
+def thread_names(chunk: Sequence[int]) -> List[str]:
+    return [threading.current_thread().name for _ in chunk]
+
+
 def test_small_lists_are_worked_on_the_callers_thread():
     pool = FanOut(4)
-    names = pool.map(lambda item: threading.current_thread().name, list(range(fanout.PARALLEL_MINIMUM - 1)))
+    names = pool.map_chunks(thread_names, list(range(fanout.PARALLEL_MINIMUM - 1)))
     assert set(names) == {threading.current_thread().name}
     assert pool._pool is None  # no threads were started
     pool.close()
 
 
-def test_map_is_a_list_comprehension_on_the_threads(monkeypatch):
-    monkeypatch.setattr(fanout, "PARALLEL_MINIMUM", 2)
-    pool = FanOut(3)
-    try:
-        assert pool.map(str, list(range(1000))) == [str(item) for item in range(1000)]
-    finally:
-        pool.close()
-        pool.close()  # idempotent
+def test_one_thread_means_no_pool_whatever_the_size():
+    pool = FanOut(1)
+    assert set(pool.map_chunks(thread_names, list(range(5000)))) == {threading.current_thread().name}
+    assert pool._pool is None
+    pool.close()
+    pool.close()  # idempotent
 
 
 def test_default_threads_follow_the_cpus(monkeypatch):

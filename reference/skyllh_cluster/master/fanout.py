@@ -6,16 +6,15 @@ stack runs in the sender's system call), against one or two microseconds of
 Python.  A broadcast to thousands of nodes is therefore bound by those
 system calls, and the only way to shorten it is to make them on several
 cores: ``socket.send`` releases the GIL, so while one thread is in the
-kernel another runs its bit of Python.  :class:`FanOut` maps a per-node step
-over a list of nodes on a small fixed pool of threads (never a thread per
-node).  Each node is in exactly one thread's chunk, so a step may touch its
-own node freely; anything shared stays with the caller, who gets the
-outcomes back in order.
+kernel another runs its bit of Python.  :class:`FanOut` runs a step over
+chunks of a list of nodes on a small fixed pool of threads (never a thread
+per node).  Each node is in exactly one chunk, so a step may touch its own
+nodes freely; anything shared stays with the caller, who gets the outcomes
+back in order.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, List, Optional, Sequence, TypeVar
@@ -51,13 +50,6 @@ class FanOut:
         self.threads = max(1, threads)
         self._pool: Optional[ThreadPoolExecutor] = None
 
-    def map(self, step: Callable[[T], R], items: Sequence[T]) -> List[R]:
-        """Return ``[step(item) for item in items]``, computed on the threads.
-
-        ``step`` must not raise: it returns its failure as an outcome.
-        """
-        return self.map_chunks(functools.partial(_each, step), items)
-
     def map_chunks(self, work: Callable[[Sequence[T]], List[R]], items: Sequence[T]) -> List[R]:
         """Return the concatenation of ``work(chunk)`` over consecutive chunks of ``items``.
 
@@ -84,10 +76,6 @@ class FanOut:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-
-
-def _each(step: Callable[[T], R], chunk: Sequence[T]) -> List[R]:
-    return [step(item) for item in chunk]
 
 
 def _take_chunks(

@@ -84,15 +84,15 @@ _REUSE_ADDRESS = os.name == "posix"
 
 _READ_WRITE = READ | WRITE
 _LISTENER = "listener"
-_connection_of = operator.attrgetter("connection")
 _WAKE = "wake"
+_connection_of = operator.attrgetter("connection")
 
 
-#: What :func:`_send_frame` returns for a node that has bytes queued.
+#: What :func:`_send_chunk` returns for a node that has bytes queued.
 _BEHIND = "behind queued bytes"
 
 
-def _send_frame(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[object]:
+def _send_chunk(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[object]:
     """A chunk of a broadcast; runs on a fan-out thread and touches only ``nodes``.
 
     Returns, for each node, the number of bytes its socket took, the
@@ -366,7 +366,7 @@ class MasterServer:
         for index, error in plan.refused:
             self._drop(live[index], error)
         sendable = live if len(plan.sendable) == len(live) else [live[index] for index in plan.sendable]
-        step = functools.partial(_send_frame, frame, close_after)
+        step = functools.partial(_send_chunk, frame, close_after)
         whole = len(frame)
         for node, outcome in zip(sendable, self._fanout.map_chunks(step, sendable)):
             if outcome == whole:
