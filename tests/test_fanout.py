@@ -27,6 +27,8 @@ def test_every_item_is_worked_once_and_outcomes_keep_their_order(monkeypatch, th
     pool = FanOut(threads)
     try:
         assert pool.map_chunks(work, list(range(count))) == [item * 10 for item in range(count)]
+        chunks.clear()
+        assert pool.map_chunks(work, list(range(count))) == [item * 10 for item in range(count)]  # threads reused
     finally:
         pool.close()
     assert sorted(item for chunk in chunks for item in chunk) == list(range(count))

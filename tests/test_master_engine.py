@@ -490,8 +490,15 @@ def test_serve_script_serves_nodes_concurrently_until_stopped(server):
 
 def test_stop_is_safe_when_the_wakeup_is_already_pending():
     engine = MasterServer()
-    for _ in range(100_000):  # more than the socket buffer holds
-        engine.stop()
+    engine.stop()  # nothing to wake yet: ignored
+    engine.listen("127.0.0.1", 0)
+    for _ in range(2):  # the second serve_script reuses the wake-up pair
+        call = Background(lambda: engine.serve_script([]))
+        wait_for(lambda: engine._accepting, "serve_script to accept")
+        for _ in range(100_000):  # more than the socket buffer holds
+            engine.stop()
+        assert call.result() == 0
+        engine._drain_wake()
     engine.close()
     engine.stop()  # closed: ignored
     engine.close()  # idempotent

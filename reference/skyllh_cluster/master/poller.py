@@ -102,11 +102,9 @@ class EpollPoller:
             if event == select.EPOLLIN:  # the common case, without the arithmetic
                 ready.append((entry[0], READ))
                 continue
-            events = 0
-            if event & ~select.EPOLLIN:
-                events |= WRITE
-            if event & ~select.EPOLLOUT:
-                events |= READ
+            # EPOLLOUT, or an error or hang-up, which selectors reports as
+            # writable and, unless the event is EPOLLOUT alone, readable.
+            events = READ | WRITE if event & ~select.EPOLLOUT else WRITE
             ready.append((entry[0], events & entry[1]))
         return ready
 
