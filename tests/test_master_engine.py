@@ -78,6 +78,25 @@ def test_a_registration_is_answered_with_the_original_ack_bytes(server):
     assert server.address is None  # listening stopped after n registrations, as the original
 
 
+TCP_INFO_SEGS_IN = 140  # offset of tcpi_segs_in in Linux's struct tcp_info (since 4.2)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+def test_the_ack_of_a_registercn_rides_on_the_ack_frame(server):
+    from skyllh_cluster.master import server as server_module
+
+    assert server_module.DELAYED_ACK
+    assert server._listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0  # a new socket says 1
+    (node,) = register_nodes(server, 1)
+    # The accepted connection inherited delayed ACKs from the listener, so
+    # the node received two segments in all: the SYN-ACK and the ACK frame,
+    # which acknowledged its RegisterCN (no pure ACK before it).  The kernel
+    # would send a pure ACK only if the master took longer than its
+    # delayed-ACK timer (40 ms or more) to answer.
+    info = node.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    assert int.from_bytes(info[TCP_INFO_SEGS_IN : TCP_INFO_SEGS_IN + 4], "little") == 2
+
+
 def test_the_listening_socket_is_closed_after_n_registrations(server):
     address = server.address
     register_nodes(server, 1)
