@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(INSTALLED): pyproject.toml | $(BIN)/python
+$(INSTALLED): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(INSTALLED_TEST): pyproject.toml | $(BIN)/python
+$(INSTALLED_TEST): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(INSTALLED)
 

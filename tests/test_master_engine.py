@@ -51,6 +51,18 @@ def server():
         yield engine
 
 
+@pytest.fixture(params=["C loop", "Python loop"])
+def send_path(request, monkeypatch):
+    """Run a broadcast test with each way of making the sends (see master/_sendmany.c)."""
+    from skyllh_cluster.master import server as server_module
+
+    if request.param == "Python loop":
+        monkeypatch.setattr(server_module, "_native_send_each", None)
+    elif server_module._native_send_each is None:  # pragma: no cover - tests/test_sendmany.py fails then on Linux
+        pytest.skip("the C loop is not built here")
+    return request.param
+
+
 def register_nodes(engine: MasterServer, count: int, **register_kwargs):
     """Register ``count`` well-behaved raw nodes; return them with their ACKs read."""
     call = Background(lambda: engine.register(count, timeout=WAIT, **register_kwargs))
@@ -234,6 +246,7 @@ def test_listen_failure_closes_the_socket():
 # --- broadcasting ---------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("send_path")
 def test_broadcast_encodes_once_and_every_node_gets_the_original_bytes(server, monkeypatch):
     nodes = register_nodes(server, 3)
     from skyllh_cluster.protocol import connection as connection_module
@@ -249,6 +262,7 @@ def test_broadcast_encodes_once_and_every_node_gets_the_original_bytes(server, m
         assert node.read_exact(len(expected)) == expected
 
 
+@pytest.mark.usefixtures("send_path")
 def test_dead_nodes_do_not_stop_a_broadcast_and_are_reported(server, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     nodes = register_nodes(server, 5)
@@ -272,6 +286,7 @@ def test_dead_nodes_do_not_stop_a_broadcast_and_are_reported(server, caplog):
     assert again.failed == {closed_key: result.failed[closed_key]}
 
 
+@pytest.mark.usefixtures("send_path")
 def test_a_write_error_fails_only_that_node(server):
     nodes = register_nodes(server, 3)
     broken = server.nodes[1]
@@ -296,6 +311,7 @@ def test_a_node_that_speaks_after_registering_is_dropped(server, caplog):
     assert "[CN-5]" in caplog.text
 
 
+@pytest.mark.usefixtures("send_path")
 def test_an_expired_node_is_dropped_and_sent_nothing(server, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     call = Background(lambda: server.register(2, timeout=WAIT))
@@ -312,6 +328,7 @@ def test_an_expired_node_is_dropped_and_sent_nothing(server, caplog):
     assert "live time passed" in caplog.text
 
 
+@pytest.mark.usefixtures("send_path")
 def test_a_slow_reader_is_written_to_as_it_reads(server):
     call = Background(lambda: server.register(1, timeout=WAIT))
     slow = RawNode(server.address, rcvbuf=4096).register()
@@ -326,6 +343,7 @@ def test_a_slow_reader_is_written_to_as_it_reads(server):
     assert reader.result() == expected
 
 
+@pytest.mark.usefixtures("send_path")
 def test_a_node_that_does_not_read_fails_after_the_send_timeout(server):
     call = Background(lambda: server.register(2, timeout=WAIT))
     stuck = RawNode(server.address, rcvbuf=4096).register()
@@ -347,6 +365,7 @@ def test_a_node_that_does_not_read_fails_after_the_send_timeout(server):
     assert received.startswith(GOLDEN_ACK + msg_frame(big)) and received.endswith(GOLDEN_SHUTDOWN)
 
 
+@pytest.mark.usefixtures("send_path")
 def test_shutdown_sends_shutdowncn_and_closes_every_connection(server):
     nodes = register_nodes(server, 3)
     result = server.shutdown()
@@ -380,6 +399,7 @@ def test_a_command_too_large_for_a_frame_is_refused_before_anything_is_sent(serv
     assert raw.read_to_eof() == GOLDEN_SHUTDOWN
 
 
+@pytest.mark.usefixtures("send_path")
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_large_broadcasts_on_fanout_threads(monkeypatch, threads):
     monkeypatch.setattr(fanout, "PARALLEL_MINIMUM", 2)
@@ -575,6 +595,7 @@ def test_ensure_fd_limit_raises_the_soft_limit_only_up_to_the_hard_one():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+@pytest.mark.usefixtures("send_path")
 def test_a_frame_queued_behind_unsent_bytes_keeps_its_order(server):
     call = Background(lambda: server.register(1, timeout=WAIT))
     raw = RawNode(server.address, rcvbuf=4096).register()

@@ -101,20 +101,36 @@ _connection_of = operator.attrgetter("connection")
 #: What :func:`_send_chunk` returns for a node that has bytes queued.
 _BEHIND = "behind queued bytes"
 
+try:  # the optional C loop of send(2) calls (master/_sendmany.c)
+    from ._sendmany import send_each as _native_send_each
+except ImportError:  # pragma: no cover - built wherever a C compiler was at install time
+    _native_send_each = None
+
+_outbox_of = operator.attrgetter("_outbox")
+_sock_of = operator.attrgetter("sock")
+_fileno_of = operator.methodcaller("fileno")
+_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
+
 
 def _send_chunk(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[object]:
     """A chunk of a broadcast; runs on a fan-out thread and touches only ``nodes``.
 
     Returns, for each node, the number of bytes its socket took, the
     socket's error, or :data:`_BEHIND`: bytes are queued for the node, and
-    the engine's thread writes the frame after them.  One loop per chunk
-    rather than one call per node: this Python runs under the GIL between the
-    sends of every thread.
+    the engine's thread writes the frame after them.  The sends are made by
+    the C loop when it is built (with the GIL released once per chunk), else
+    by one Python loop per chunk.
     """
+    for node in nodes:
+        node.close_when_flushed = close_after
+    if _native_send_each is not None and not any(map(_outbox_of, nodes)):
+        taken = _native_send_each(list(map(_fileno_of, map(_sock_of, nodes))), frame)
+        if taken.count(len(frame)) == len(taken):  # every socket took the whole frame
+            return taken  # type: ignore[return-value]
+        return [_outcome(count) for count in taken]
     outcomes: List[object] = []
     record = outcomes.append
     for node in nodes:
-        node.close_when_flushed = close_after
         if node._outbox:  # (has_queued, without a property call per node)
             record(_BEHIND)
             continue
@@ -125,6 +141,15 @@ def _send_chunk(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[
         except OSError as exc:
             record(exc)
     return outcomes
+
+
+def _outcome(taken: int) -> object:
+    """What ``socket.send`` would have returned or raised, for one result of the C loop."""
+    if taken >= 0:
+        return taken
+    if -taken in _WOULD_BLOCK:
+        return 0
+    return OSError(-taken, os.strerror(-taken))  # the subclass for the errno, as socket.send raises
 
 
 class MasterServer:
