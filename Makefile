@@ -36,3 +36,4 @@ coverage: $(INSTALLED_TEST)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .hypothesis
+	find reference -name "_sendmany*.so" -delete
