@@ -75,6 +75,8 @@ class CNRegistryEntry:
     read-only.
     """
 
+    __slots__ = ("_node", "_server", "__weakref__")
+
     def __init__(self, sock: socket.socket, addr: str, port: int, cn_start_time: Any, cn_live_time: Any) -> None:
         connection = _registered_connection(cn_start_time, cn_live_time)
         self._node = Node(sock, addr, port, connection, time.monotonic())

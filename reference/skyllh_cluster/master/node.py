@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import Deque, Optional, Union
+from typing import Deque, Optional, Tuple, Union
 
 from ..commands import RegisterCN
 from ..protocol.connection import Connection
@@ -61,7 +61,9 @@ class Node:
         self.closed = False
         #: Close the connection once the outbox is empty (after ShutdownCN, MST-6).
         self.close_when_flushed = False
-        self._outbox: Deque[_Chunk] = deque()
+        # Made when something is first queued: a deque costs some 600 bytes,
+        # and most nodes never have anything queued.
+        self._outbox: "Deque[_Chunk] | Tuple[()]" = ()
         #: The selector events the engine watches for this node (0: none).
         self.events = 0
 
@@ -92,7 +94,7 @@ class Node:
         Raises the socket's :class:`OSError` when the connection is broken.
         """
         if self._outbox:
-            self._outbox.append(data)
+            self._outbox.append(data)  # type: ignore[union-attr]
             return self.flush()
         try:
             sent = self.sock.send(data)
@@ -104,7 +106,9 @@ class Node:
         """Queue what the socket did not take of ``data`` (it took ``sent`` bytes); return whether it took all."""
         if sent == len(data):
             return True
-        self._outbox.append(memoryview(data)[sent:])
+        if not self._outbox:
+            self._outbox = deque()
+        self._outbox.append(memoryview(data)[sent:])  # type: ignore[union-attr]
         return False
 
     def flush(self) -> bool:
@@ -117,14 +121,14 @@ class Node:
             except BlockingIOError:
                 return False
             if sent < len(chunk):
-                outbox[0] = memoryview(chunk)[sent:]
+                outbox[0] = memoryview(chunk)[sent:]  # type: ignore[index]
                 return False
-            outbox.popleft()
+            outbox.popleft()  # type: ignore[union-attr]
         return True
 
     def discard_outbox(self) -> None:
         """Forget queued bytes (the connection is being dropped)."""
-        self._outbox.clear()
+        self._outbox = ()
 
     def __repr__(self) -> str:
         return f"<Node {self.key} {self.connection.state.name}{' closed' if self.closed else ''}>"

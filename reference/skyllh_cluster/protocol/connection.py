@@ -60,6 +60,9 @@ class Connection:
         live_time: A compute node's live time in seconds.
     """
 
+    # No per-instance dict: a master holds one Connection per compute node.
+    __slots__ = ("role", "_rows", "_state", "_frames", "_error", "_registration", "_deadline", "__weakref__")
+
     def __init__(
         self,
         role: Role,

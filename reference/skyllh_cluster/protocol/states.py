@@ -193,11 +193,13 @@ for _t in TRANSITIONS:
     if (_t.state, _t.trigger) in _ROWS[_t.role]:  # pragma: no cover - guards the table
         raise AssertionError(f"two rows for {_t.role} {_t.state} {_t.trigger!r}")
     _ROWS[_t.role][(_t.state, _t.trigger)] = _t
+# One read-only view per role, shared by every connection of that role.
+_ROW_VIEWS = {role: MappingProxyType(rows) for role, rows in _ROWS.items()}
 
 
 def rows_for(role: Role) -> Mapping[Tuple[State, str], Transition]:
     """The rows of one role, keyed by ``(state, trigger)``, read-only."""
-    return MappingProxyType(_ROWS[role])
+    return _ROW_VIEWS[role]
 
 
 def lookup(role: Role, state: State, trigger: str) -> "Transition | None":
