@@ -9,10 +9,11 @@ Run with ``python -m benchmarks`` (all benchmarks) or
    ``send_request`` until the last node has the whole frame; ours must take
    at most half the original's latency;
 
-and, for ours alone, 10,000 concurrent nodes (registration time, broadcast
-latency), the memory per node (RSS growth while registering / N) and the
-master process's open file descriptors after shutdown (must be back to the
-count before the master was made).
+the memory each master's Python heap takes per registered node (traced
+with tracemalloc in a session of its own, after the timed ones), and, for
+ours alone, 10,000 concurrent nodes (registration time, broadcast latency)
+and the master process's open file descriptors after shutdown (must be back
+to the count before the master was made).
 
 The compute nodes are raw sockets driven by a load generator in a separate
 process (this file run with ``--loadgen``; standard library only, one
@@ -49,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
+import tracemalloc
 from typing import IO, Any, Dict, List, Optional
 
 # As in benchmarks/__init__.py, for when this file runs on its own: no BLAS
@@ -297,11 +299,6 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class _Masters:
     """Our MasterNode and the original's, behind one interface."""
 
@@ -336,11 +333,20 @@ class _Masters:
             master.register_compute_nodes(n, port)
 
 
-def _session(masters: _Masters, generator: _Generator, which: str, n: int, broadcasts: int) -> Dict[str, Any]:
-    """Register n nodes with one master, broadcast, shut down; return the figures."""
+def _session(
+    masters: _Masters, generator: _Generator, which: str, n: int, broadcasts: int, trace_memory: bool = False
+) -> Dict[str, Any]:
+    """Register n nodes with one master, broadcast, shut down; return the figures.
+
+    With ``trace_memory`` the Python heap is traced (tracemalloc, which
+    slows allocation: no timing of that session is used) and the figures
+    include what registering took from it per node.
+    """
     message = "x" * 100
     fds_before = _open_fds()
-    rss_before = _rss_bytes()
+    if trace_memory:
+        tracemalloc.start()
+    heap_before = tracemalloc.get_traced_memory()[0]
     master = masters.make(which)
     port = _free_port()
     generator.send("connect", n=n, port=port, frame=masters.register_frame.hex())
@@ -348,7 +354,9 @@ def _session(masters: _Masters, generator: _Generator, which: str, n: int, broad
     masters.register(which, master, n, port)
     registration = time.monotonic() - started
     generator_cpu_registration = generator.reply()["cpu"]
-    rss_registered = _rss_bytes()
+    heap_registered = tracemalloc.get_traced_memory()[0]
+    if trace_memory:
+        tracemalloc.stop()
     if len(master.cn_registry) != n:
         raise RuntimeError(f"{which}: {len(master.cn_registry)} of {n} nodes registered")
     latencies: List[float] = []
@@ -372,10 +380,10 @@ def _session(masters: _Masters, generator: _Generator, which: str, n: int, broad
     generator.reply()
     return {
         "registration": registration,
-        "latency": statistics.median(latencies),
+        "latency": statistics.median(latencies) if latencies else None,
         "generator_cpu_registration": generator_cpu_registration,
-        "generator_cpu_broadcast": statistics.median(generator_cpu_broadcast),
-        "rss_per_node": (rss_registered - rss_before) / n,
+        "generator_cpu_broadcast": statistics.median(generator_cpu_broadcast) if latencies else None,
+        "memory_per_node": (heap_registered - heap_before) / n,
         "fds_before": fds_before,
         "fds_after": _open_fds(),
     }
@@ -396,6 +404,10 @@ def run(
             for which in ("original", "ours"):
                 results[which].append(_session(masters, generator, which, nodes, broadcasts))
         big_run = _session(masters, generator, "ours", big, broadcasts) if big else None
+        memory = {
+            which: _session(masters, generator, which, nodes, 0, trace_memory=True)["memory_per_node"]
+            for which in ("original", "ours")
+        }
     finally:
         generator.stop()
 
@@ -414,6 +426,7 @@ def run(
         },
         "big": big_run,
         "big_nodes": big,
+        "memory_per_node": memory,
     }
     figures["registration_ratio"] = figures["registration_ours"] / figures["registration_original"]
     figures["latency_ratio"] = figures["latency_ours"] / figures["latency_original"]
@@ -443,12 +456,16 @@ def _print_table(f: Dict[str, Any], rounds: int, broadcasts: int, out: IO[str]) 
         f"{cpu['original'][0] * ms:>5.0f} /{cpu['original'][1] * ms:>4.0f}",
         file=out,
     )
+    memory = f["memory_per_node"]
+    print(
+        f"{f'memory per node, registered (bytes, tracemalloc)':<44} {memory['ours']:>10.0f} {memory['original']:>10.0f}",
+        file=out,
+    )
     big = f["big"]
     if big is not None:
         b = f["big_nodes"]
         print(f"{f'ours, register {b} nodes (ms)':<44} {big['registration'] * ms:>10.1f}", file=out)
         print(f"{f'ours, MSG to {b} nodes, latency (ms)':<44} {big['latency'] * ms:>10.1f}", file=out)
-        print(f"{'ours, memory per node (RSS growth / N, bytes)':<44} {big['rss_per_node']:>10.0f}", file=out)
         print(
             f"{'ours, open fds before / after shutdown':<44} {big['fds_before']:>5} / {big['fds_after']:<4}",
             file=out,

@@ -115,9 +115,21 @@ def test_zero_length_frame_is_returned_for_the_decoder_to_refuse() -> None:
 def test_long_lived_buffer_compacts_and_keeps_offsets() -> None:
     buf = FrameBuffer()
     frame = encode_frame(b"p" * 1000)
+    buf.feed(frame[:1])  # from here on, part of a frame is always waiting
     for _ in range(20):
-        buf.feed(frame)
+        buf.feed(frame[1:] + frame[:1])
         assert buf.next_payload() == b"p" * 1000
+        assert buf.next_payload() is None and buf.in_frame
     assert buf.stream_offset == 20 * len(frame)
-    assert buf.buffered == 0
+    assert buf.buffered == 1
     assert len(buf._data) < 5 * len(frame)  # it did not keep every byte
+
+
+def test_a_buffer_read_to_its_end_keeps_no_bytes() -> None:
+    # A master holds thousands of connections that are idle after their
+    # RegisterCN; none of them should hold on to it.
+    buf = FrameBuffer()
+    buf.feed(encode_frame(b"r" * 100) + encode_frame(b"s"))
+    assert buf.next_payload() == b"r" * 100
+    assert buf.next_payload() == b"s"
+    assert len(buf._data) == 0 and buf.stream_offset == 102 + 3 and buf.buffered == 0

@@ -277,6 +277,7 @@ class MasterServer:
         for node in list(self._awaiting):
             logger.info("closing %s, which had not registered when listening stopped", node.key)
             self._close(node)
+        self._awaiting = OrderedDict()  # an emptied one keeps the table it grew to
 
     def _start_accepting(self) -> None:
         if self._listener is None:

@@ -106,9 +106,11 @@ class FrameBuffer:
             if len(data) >= end:
                 payload = bytes(data[pos + HEADER_SIZE : end])
                 self._pos = end
-                if end > 4096 and end * 2 > len(data):
-                    # Compact now and then so that a long-lived connection
-                    # does not keep every byte it ever received.
+                if end == len(data) or (end > 4096 and end * 2 > len(data)):
+                    # Drop what was read: at once when nothing follows (a
+                    # master keeps thousands of idle connections), else now
+                    # and then, so that a long-lived connection does not keep
+                    # every byte it ever received.
                     del data[:end]
                     self._consumed += end
                     self._pos = 0
