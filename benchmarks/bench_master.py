@@ -390,7 +390,7 @@ def _session(
 
 
 def run(
-    nodes: int = 5000, big: int = 10000, rounds: int = 3, broadcasts: int = 5, out: IO[str] = sys.stdout
+    nodes: int = 5000, big: int = 10000, rounds: int = 5, broadcasts: int = 5, out: IO[str] = sys.stdout
 ) -> Dict[str, Any]:
     """Run the benchmark; print the table to ``out`` and return the figures."""
     from skyllh_cluster.master.fdlimit import ensure_fd_limit
@@ -490,7 +490,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=5000, help="nodes for the side-by-side figures")
     parser.add_argument("--big", type=int, default=10000, help="nodes for ours alone (0: skip)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per master; the figures are their medians")
     parser.add_argument("--broadcasts", type=int, default=5, help="broadcasts per round")
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
