@@ -267,7 +267,8 @@ def plan_broadcast(connections: Sequence[Connection], command: Command, now: flo
     count = len(connections)
     roles = list(map(_role_of, connections))
     kinds = list(map(_state_of, connections))
-    if count and roles.count(roles[0]) == count and kinds.count(kinds[0]) == count and not isinstance(command, RegisterCN):
+    uniform = count and roles.count(roles[0]) == count and kinds.count(kinds[0]) == count
+    if uniform and not isinstance(command, RegisterCN):
         role, state = roles[0], kinds[0]
         row = states.lookup(role, state, trigger)
         deadlines = list(map(_deadline_of, connections))
@@ -278,8 +279,8 @@ def plan_broadcast(connections: Sequence[Connection], command: Command, now: flo
             if next_state is not state:  # MSG keeps SERVING: nothing to write
                 for conn in connections:
                     conn._state = next_state
-            plan.sendable = list(range(len(connections)))
-            _log_plan(name, len(connections), plan)
+            plan.sendable = list(range(count))
+            _log_plan(name, count, plan)
             return plan
     rows: Dict[Tuple[Role, State], Optional[states.Transition]] = {}
     for index, conn in enumerate(connections):
