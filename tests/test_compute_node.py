@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterator, List
 
 import pytest
 from skyllh.cluster import commands as original
@@ -42,6 +42,7 @@ from skyllh_cluster.errors import RemoteProtocolError
 from skyllh_cluster.protocol.states import State
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import values_equal
+from node_threads import NodeThread
 from socket_reads import recv_exactly, recv_until_eof
 
 TIMEOUT = 20.0
@@ -126,34 +127,6 @@ def master() -> Iterator[ScriptedMaster]:
         yield scripted
     finally:
         scripted.close()
-
-
-class NodeThread(threading.Thread):
-    """Constructs a ComputeNode and serves, recording the outcome."""
-
-    def __init__(self, port: int, live_time: int = 60, node_class: type = ComputeNode, **options: Any) -> None:
-        super().__init__(daemon=True)
-        self.port, self.live_time, self.node_class, self.options = port, live_time, node_class, options
-        self.messages: List[Any] = []
-        self.options.setdefault("on_message", self.messages.append)
-        self.options.setdefault("echo", False)
-        self.node: Optional[ComputeNode] = None
-        self.result: Optional[Stop] = None
-        self.error: Optional[BaseException] = None
-        self.started_at = time.time()
-        self.start()
-
-    def run(self) -> None:
-        try:
-            self.node = self.node_class(self.live_time, "127.0.0.1", self.port, **self.options)
-            self.result = self.node.handle_requests()
-        except BaseException as exc:  # recorded for the test to assert on
-            self.error = exc
-
-    def finish(self) -> "NodeThread":
-        self.join(TIMEOUT)
-        assert not self.is_alive(), "the compute node did not stop"
-        return self
 
 
 def serve_frames(master: ScriptedMaster, frames: bytes, **options: Any) -> NodeThread:

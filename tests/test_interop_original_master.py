@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import pytest
+from node_threads import NodeThread
 
-from skyllh_cluster.compute_node import ComputeNode, MasterClosedConnection, Stop
+from skyllh_cluster.compute_node import MasterClosedConnection, Stop
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import values_equal
 
@@ -106,32 +107,10 @@ def start_original_master(processes: List[Process], n_cn: int, then: str) -> "tu
     return master, address, int(port)
 
 
-class NodeThread(threading.Thread):
-    def __init__(self, address: str, port: int) -> None:
-        super().__init__(daemon=True)
-        self.address, self.port = address, port
-        self.messages: List[Any] = []
-        self.result: Optional[Stop] = None
-        self.error: Optional[BaseException] = None
-        self.start()
-
-    def run(self) -> None:
-        try:
-            node = ComputeNode(60, self.address, self.port, on_message=self.messages.append, echo=False)
-            self.result = node.handle_requests()
-        except BaseException as exc:  # recorded for the test to assert on
-            self.error = exc
-
-    def finish(self) -> "NodeThread":
-        self.join(TIMEOUT)
-        assert not self.is_alive(), "the compute node did not stop"
-        return self
-
-
 def test_our_nodes_receive_every_payload_from_the_original_master_and_shut_down(processes) -> None:
     in_process = 2
     master, address, port = start_original_master(processes, in_process + 1, "scenario")
-    nodes = [NodeThread(address, port) for _ in range(in_process)]
+    nodes = [NodeThread(port, address=address, timeout=TIMEOUT) for _ in range(in_process)]
     program = Process("-m", "skyllh_cluster.compute_node", address, str(port), "--live-time", "60")
     processes.append(program)
 
@@ -160,7 +139,7 @@ def test_our_nodes_receive_every_payload_from_the_original_master_and_shut_down(
 
 def test_our_nodes_see_the_original_master_go_away(processes) -> None:
     master, address, port = start_original_master(processes, 2, "exit")
-    node = NodeThread(address, port)
+    node = NodeThread(port, address=address, timeout=TIMEOUT)
     program = Process("-m", "skyllh_cluster.compute_node", address, str(port))
     processes.append(program)
 
