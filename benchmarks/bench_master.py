@@ -346,7 +346,7 @@ def _session(
     fds_before = _open_fds()
     if trace_memory:
         tracemalloc.start()
-    heap_before = tracemalloc.get_traced_memory()[0]
+        heap_before = tracemalloc.get_traced_memory()[0]
     master = masters.make(which)
     port = _free_port()
     generator.send("connect", n=n, port=port, frame=masters.register_frame.hex())
@@ -354,8 +354,9 @@ def _session(
     masters.register(which, master, n, port)
     registration = time.monotonic() - started
     generator_cpu_registration = generator.reply()["cpu"]
-    heap_registered = tracemalloc.get_traced_memory()[0]
+    memory_per_node = None
     if trace_memory:
+        memory_per_node = (tracemalloc.get_traced_memory()[0] - heap_before) / n
         tracemalloc.stop()
     if len(master.cn_registry) != n:
         raise RuntimeError(f"{which}: {len(master.cn_registry)} of {n} nodes registered")
@@ -383,7 +384,7 @@ def _session(
         "latency": statistics.median(latencies) if latencies else None,
         "generator_cpu_registration": generator_cpu_registration,
         "generator_cpu_broadcast": statistics.median(generator_cpu_broadcast) if latencies else None,
-        "memory_per_node": (heap_registered - heap_before) / n,
+        "memory_per_node": memory_per_node,
         "fds_before": fds_before,
         "fds_after": _open_fds(),
     }

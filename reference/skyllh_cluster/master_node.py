@@ -305,7 +305,7 @@ class MasterNode:
             nodes = [entry._attach(server) for entry in entries]
         # An entry taken out of the registry is a node no longer wanted; the
         # original closed its socket when the entry was garbage-collected.
-        for node in server.open_nodes.difference(nodes):
+        for node in set(server.connections).difference(nodes):
             server.discard(node)
         return nodes
 

@@ -37,7 +37,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..clauses import Role
 from ..commands import ACK, Command, ShutdownCN
@@ -118,8 +118,9 @@ def _send_chunk(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[
     Returns, for each node, the number of bytes its socket took, the
     socket's error, or :data:`_BEHIND`: bytes are queued for the node, and
     the engine's thread writes the frame after them.  The sends are made by
-    the C loop when it is built (with the GIL released once per chunk), else
-    by one Python loop per chunk.
+    the C loop when it is built (with the GIL released once per chunk); by
+    one Python loop per chunk when it is not, or when a node of the chunk
+    has bytes queued (rare: the C loop has no way to skip it).
     """
     for node in nodes:
         node.close_when_flushed = close_after
@@ -216,11 +217,6 @@ class MasterServer:
     def connections(self) -> List[Node]:
         """Every open node connection: registered, adopted or not registered yet."""
         return list(self._open)
-
-    @property
-    def open_nodes(self) -> FrozenSet[Node]:
-        """The same nodes as :attr:`connections`, as a set."""
-        return frozenset(self._open)
 
     @property
     def served(self) -> int:
