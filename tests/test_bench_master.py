@@ -25,6 +25,7 @@ def test_the_master_benchmark_runs_and_reports_every_figure():
     assert re.search(r"register 40 nodes \(ms\) +[\d.]+ +[\d.]+ +[\d.]+ +<= 1\.00", out)
     assert re.search(r"MSG of 100 chars to 40 nodes, latency \(ms\) +[\d.]+ +[\d.]+ +[\d.]+ +<= 0\.50", out)
     assert re.search(r"load generator CPU: registration / MSG \(ms\) +\d+ / +\d+ +\d+ / +\d+", out)
+    assert re.search(r"master CPU: registration / MSG \(ms\) +\d+ / +\d+ +\d+ / +\d+", out)
     assert re.search(r"ours, register 60 nodes \(ms\) +[\d.]+", out)
     assert re.search(r"memory per node, registered \(bytes, tracemalloc\) +\d+ +\d+", out)
     before, after = re.search(r"open fds before / after shutdown +(\d+) / (\d+)", out).groups()
