@@ -26,11 +26,10 @@ later, while the other nodes go on.
 
 The generator shares the machine with the master, so the CPU time of
 both is reported (the master's whole process, all its threads; medians per
-registration and per broadcast).  On loopback a node's
-receive path runs partly in the sender's system call, and on a machine
-with few cores a master that sends on every core competes with the
-generator: a registration takes about as long as the generator's CPU for
-it, and a broadcast at least (master CPU + generator CPU) / cores.
+registration and per broadcast).  On loopback a node's receive path runs
+partly in the sender's system call, and on a machine with few cores the
+master and the generator compete: a registration or a broadcast that keeps
+every core busy takes at least (master CPU + generator CPU) / cores.
 
 The RegisterCN frame is the canonical encoding of
 ``RegisterCN(<now>, 7200)``: the golden frame of the spec carries a start
