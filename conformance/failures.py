@@ -17,7 +17,7 @@ from typing import Iterable, Optional, Sequence
 
 from .transcript import Transcript
 
-__all__ = ["ClauseFailure", "NoReply", "KitError", "TargetUnreachable"]
+__all__ = ["ClauseFailure", "NoReply", "Inconclusive", "KitError", "TargetUnreachable"]
 
 
 class ClauseFailure(AssertionError):
@@ -63,6 +63,26 @@ class ClauseFailure(AssertionError):
 
 class NoReply(ClauseFailure):
     """The target did not do something within the conformance timeout."""
+
+
+class Inconclusive(Exception):
+    """The kit could not decide the clause: it has no positive evidence either way.
+
+    Raised by a check that waited for evidence (a canary, a close, a printed
+    line) and saw none it could trust, for example because the target did not
+    read what was sent.  It is neither a pass nor a failure of the target:
+    the clause's outcome is *inconclusive*, with this one-line reason.
+
+    Args:
+        reason: One line saying what evidence was missing, and, where it
+            helps, which option would give the kit more room.
+        clause: The clause left undecided, when it is not the test's own.
+    """
+
+    def __init__(self, reason: str, *, clause: Optional[str] = None) -> None:
+        self.reason = " ".join(reason.split())
+        self.clause = clause
+        super().__init__(self.reason)
 
 
 class KitError(RuntimeError):
