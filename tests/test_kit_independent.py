@@ -1,0 +1,262 @@
+"""The kit against an implementation of both roles written from spec/ alone (issue 9 §6).
+
+tests/kit_targets/independent/ shares no code with the reference: its
+decoder, encoder and both programs were written from the spec text, the
+vectors and the SCN-3 output line.  So a blind spot common to the kit and the
+reference shows up here as a disagreement.
+
+* Its decoder and encoder agree with every vector and the spec's golden frames.
+* It imports nothing of the reference, of skyllh or of pickle, and runs
+  without site-packages (``python -I -S``).
+* The kit passes it, strict, in both roles: every MUST clause the kit can
+  observe is passed.
+* The kit fails each of its deliberate faults (``--fault``), and only on the
+  clauses the fault breaks.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import shlex
+import struct
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+
+import pytest
+
+from skyllh_cluster.conformance.drivers.process import MasterProcess, address_pattern
+
+from kit_runs import KitRun, run_kit
+from kit_targets.independent import decoder, encoder, framing, notation
+
+pytestmark = pytest.mark.timeout(900)
+
+HERE = Path(__file__).resolve().parent
+IMPLEMENTATION = HERE / "kit_targets" / "independent"
+SPEC = HERE.parent / "spec"
+#: The programs run without site-packages: the reference is not even importable.
+PYTHON = [sys.executable, "-I", "-S"]
+
+FORBIDDEN_IMPORTS = {"pickle", "_pickle", "pickletools", "skyllh", "skyllh_cluster"}
+
+
+# -- the implementation is independent -----------------------------------------------
+
+
+def _imported_modules(path: Path) -> Set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    names: Set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(IMPLEMENTATION.glob("*.py")), ids=lambda p: p.name)
+def test_imports_only_the_standard_library_and_itself(path: Path) -> None:
+    for name in _imported_modules(path):
+        top = name.split(".")[0]
+        assert top not in FORBIDDEN_IMPORTS, f"{path.name} imports {name}"
+        assert top == "kit_targets" or top == "__future__" or top in sys.stdlib_module_names, f"{path.name} imports {name}"
+
+
+def test_programs_load_no_pickle_module_and_no_reference() -> None:
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "import kit_targets.independent.master, kit_targets.independent.compute_node;"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(FORBIDDEN_IMPORTS)!r}))"
+    )
+    done = subprocess.run([*PYTHON, "-c", probe, str(HERE)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+# -- the codec agrees with the spec ---------------------------------------------------------
+
+
+def _vectors() -> Iterator[Tuple[str, Dict[str, Any]]]:
+    for name in ("commands", "original_protocols", "values", "invalid"):
+        document = json.loads((SPEC / "vectors" / f"{name}.json").read_text())
+        for group in document["testGroups"]:
+            for test in group["tests"]:
+                yield f"{name}#{test['tcId']}", test
+
+
+VECTORS = list(_vectors())
+
+
+def _exactly_equal(a: Any, b: Any) -> bool:
+    """VAL-4's exact equality: types at every position, float bits, dict order."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is float:
+        return struct.pack(">d", a) == struct.pack(">d", b)
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(_exactly_equal, a, b))
+    if type(a) is dict:
+        pairs = zip(a.items(), b.items())
+        return len(a) == len(b) and all(_exactly_equal(k, l) and _exactly_equal(v, w) for (k, v), (l, w) in pairs)
+    return a == b
+
+
+def _expected_state(test: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    state = test["command"]["state"]
+    return {key: notation.from_json(value) for key, value in state} if state else None
+
+
+@pytest.mark.parametrize("name,test", VECTORS, ids=[name for name, _ in VECTORS])
+def test_codec_agrees_with_the_vector(name: str, test: Dict[str, Any]) -> None:
+    if "frame" not in test:  # EncodeOnly: the encoder refuses it with the vector's clause
+        with pytest.raises(encoder.EncodeRefusal) as refused:
+            encoder.encode_command(test["command"]["class"], _expected_state(test))
+        assert refused.value.clause == test["clause"]
+        return
+    raw = bytes.fromhex(test["frame"])
+    payload = raw[2:]
+    if test["result"] == "invalid":
+        if len(raw) < 2 or raw[0] | raw[1] << 8 != len(payload):
+            return  # a framing vector: a stream that ends inside it is FRM-5, tested by the kit
+        with pytest.raises(decoder.Refusal) as refused:
+            decoder.decode(payload)
+        assert refused.value.clause == test["clause"], refused.value
+        return
+    command = decoder.decode(payload)
+    assert command.name == test["command"]["class"]
+    assert _exactly_equal(command.state, _expected_state(test))
+    if command.name == "MSG":  # SCN-3 prints the vectors' notation
+        assert notation.to_json(command.state["msg"]) == dict(test["command"]["state"])["msg"]
+    if "canonical" in test:
+        assert (encoder.encode_command(command.name, command.state) == payload) is test["canonical"]
+
+
+def _golden_frames() -> Dict[str, str]:
+    """The golden frames of protocol.md ENC-7, by the command as written there."""
+    text = (SPEC / "protocol.md").read_text()
+    return dict(re.findall(r"^\| `([A-Za-z]+\([^`]*\))` \| `([0-9a-f]+)` \|$", text, re.MULTILINE))
+
+
+def test_encoder_writes_the_golden_frames_byte_for_byte() -> None:
+    golden = _golden_frames()
+    mine = {
+        "ACK()": encoder.ack(),
+        "ShutdownCN()": encoder.shutdown(),
+        "RegisterCN(1732560000, 7200)": encoder.register(1732560000, 7200),
+        "MSG('hello')": encoder.msg("hello"),
+    }
+    assert set(golden) == set(mine)
+    for command, payload in mine.items():
+        assert framing.frame(payload).hex() == golden[command], command
+
+
+def test_scenario_msg_of_60000_chars_is_60065_bytes() -> None:
+    """spec §9: the largest scenario payload."""
+    assert len(encoder.msg("x" * 60000)) == 60065
+
+
+def test_msg_line_is_one_ascii_line_that_reads_back_exactly() -> None:
+    value = ["\ud800", 10**5000, -0.0, float("nan"), (True, 1, 1.0), {b"k": None}]
+    line = notation.msg_line(value)
+    assert line.isascii() and "\n" not in line and line.startswith("MSG ")
+    assert _exactly_equal(notation.from_json(json.loads(line[4:])), value)
+
+
+def test_msg_line_over_one_mib_is_cut_to_one_mib() -> None:
+    shared = ["y" * 100] * 100
+    value = [shared] * 200  # 2 MB of hex when printed whole
+    line = notation.msg_line(value)
+    assert len(line) + 1 <= 2**20
+    items = json.loads(line[4:])["items"]
+    assert items[-1]["type"] == "cut" and items[-1]["omitted"] >= 1
+    kept = sum(1 for item in items if item["type"] == "list")
+    assert items[-1]["omitted"] == (200 - kept) * (1 + 100)
+
+
+# -- the kit against it ----------------------------------------------------------------------
+
+
+@contextmanager
+def independent_master(fault: Optional[str] = None) -> Iterator[str]:
+    """Run master.py; yield its ``HOST:PORT``."""
+    argv = [*PYTHON, str(IMPLEMENTATION / "master.py"), "--host", "127.0.0.1", "--port", "0"]
+    if fault:
+        argv += ["--fault", fault]
+    with MasterProcess(argv, address_pattern("listening"), stream="stdout") as master:
+        yield master.target
+
+
+def independent_cn_command(fault: Optional[str] = None) -> str:
+    """The ``--cn-command`` template of compute_node.py."""
+    words = [*PYTHON, str(IMPLEMENTATION / "compute_node.py"), "{host}", "{port}", "--live-time", "{live_time}"]
+    if fault:
+        words += ["--fault", fault]
+    return " ".join(w if "{" in w else shlex.quote(w) for w in words)
+
+
+def _clause_roles() -> Dict[str, Tuple[str, str]]:
+    """Clause ID -> (level, role), from the clause index of protocol.md (Appendix A)."""
+    text = (SPEC / "protocol.md").read_text().split("## Appendix A")[1]
+    rows = re.findall(r"^\| \[([A-Z]+-\d+)\]\([^)]*\) \| (MUST|SHOULD) \| ([a-z-]+) \|", text, re.MULTILINE)
+    return {cid: (level, role) for cid, level, role in rows}
+
+
+def _unpassed_must_clauses(run: KitRun) -> List[str]:
+    """MUST clauses not passed, leaving out those the kit declares it cannot observe ("no test")."""
+    roles = _clause_roles()
+    problems = []
+    for clause in run.report["clauses"]:
+        if roles.get(clause["id"], ("MUST",))[0] != "MUST" or clause["outcome"] == "passed":
+            continue
+        if clause["outcome"] == "skipped" and clause["detail"].startswith("no test"):
+            continue
+        problems.append(f"{clause['id']} {clause['outcome']}: {clause['detail']}")
+    return problems
+
+
+def test_kit_passes_both_roles_strict_and_every_must_clause() -> None:
+    with independent_master() as target:
+        run = run_kit(["--target", target, "--cn-command", independent_cn_command(), "--strict-conformance"])
+    assert run.status == 0 and not run.failed(), f"failed: {sorted(run.failed())}\n{run.output[-4000:]}"
+    assert not _unpassed_must_clauses(run), "\n".join(_unpassed_must_clauses(run))
+    assert set(_clause_roles()) <= set(run.outcomes()), "the report leaves out clauses of the spec"
+
+
+#: Each fault, the clauses it breaks (the kit must fail at least one, and no other).
+MASTER_FAULTS = {
+    "ack-trailing": {"ENC-1", "MST-3"},  # a RegisterCN with bytes after STOP is ACKed
+    "no-close": {"MST-6"},  # SHOULD: the connection stays open after ShutdownCN
+    "swap-msgs": {"SCN-1", "VAL-4"},  # two scenario payloads in the wrong order
+}
+CN_FAULTS = {
+    "no-msg-decode": {"CN-11", "SCN-3"},  # prints nothing: it never decodes MSG
+    "obey-trailing-shutdown": {"ENC-1", "CN-9"},  # a ShutdownCN with bytes after STOP shuts it down
+    "bool-as-int": {"CN-11", "VAL-4", "SCN-3"},  # True printed as 1
+    "ignore-live-time": {"CN-10"},  # a silent master keeps it past its live time
+}
+
+
+def _run_fault(role: str, fault: str) -> KitRun:
+    strict = ["--strict-conformance"]
+    if role == "master":
+        with independent_master(fault) as target:
+            return run_kit(["--target", target, *strict])
+    return run_kit(["--cn-command", independent_cn_command(fault), *strict])
+
+
+def _fault_cases() -> List[Tuple[str, str, Set[str]]]:
+    return [("master", f, c) for f, c in MASTER_FAULTS.items()] + [("cn", f, c) for f, c in CN_FAULTS.items()]
+
+
+@pytest.mark.parametrize("role,fault,clauses", _fault_cases(), ids=[f"{r}-{f}" for r, f, _ in _fault_cases()])
+def test_kit_fails_the_fault_on_its_clauses(role: str, fault: str, clauses: Set[str]) -> None:
+    run = _run_fault(role, fault)
+    failed = run.failed()
+    assert run.status == 1 and failed, f"the kit passed --fault {fault}:\n{run.output[-3000:]}"
+    assert failed <= clauses, f"--fault {fault} failed other clauses: {sorted(failed - clauses)}\n{run.output[-3000:]}"
