@@ -168,15 +168,41 @@ def test_msg_line_is_one_ascii_line_that_reads_back_exactly() -> None:
     assert _exactly_equal(notation.from_json(json.loads(line[4:])), value)
 
 
-def test_msg_line_over_one_mib_is_cut_to_one_mib() -> None:
-    shared = ["y" * 100] * 100
-    value = [shared] * 200  # 2 MB of hex when printed whole
+def _tree_nodes(value: Any) -> int:
+    if type(value) in (list, tuple):
+        return 1 + sum(map(_tree_nodes, value))
+    if type(value) is dict:
+        return 1 + sum(_tree_nodes(k) + _tree_nodes(v) for k, v in value.items())
+    return 1
+
+
+def _nodes_shown(node: Dict[str, Any]) -> int:
+    """Nodes in a printed value, a cut node counting what it omits (SCN-3)."""
+    if node["type"] == "cut":
+        return node["omitted"]
+    if node["type"] in ("list", "tuple"):
+        return 1 + sum(map(_nodes_shown, node["items"]))
+    if node["type"] == "dict":
+        return 1 + sum(_nodes_shown(e) if isinstance(e, dict) else _nodes_shown(e[0]) + _nodes_shown(e[1]) for e in node["items"])
+    return 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [["y" * 100] * 100] * 200,  # 2 MB of hex when printed whole
+        [[["ab"] * 1000] * 1000],  # 10**6 shared references
+        {i: "x" * 100 for i in range(10000)},
+        [{"k": list(range(2000))}] * 100,
+    ],
+    ids=["list-of-lists", "million-shared", "dict", "dicts-in-list"],
+)
+def test_msg_line_over_one_mib_is_cut_to_one_mib_and_counts_what_it_omits(value: Any) -> None:
     line = notation.msg_line(value)
-    assert len(line) + 1 <= 2**20
-    items = json.loads(line[4:])["items"]
-    assert items[-1]["type"] == "cut" and items[-1]["omitted"] >= 1
-    kept = sum(1 for item in items if item["type"] == "list")
-    assert items[-1]["omitted"] == (200 - kept) * (1 + 100)
+    assert len(line) + 1 <= 2**20 and line.isascii() and "\n" not in line
+    shown = json.loads(line[4:])
+    assert '"cut"' in line
+    assert _nodes_shown(shown) == _tree_nodes(value)
 
 
 # -- the kit against it ----------------------------------------------------------------------

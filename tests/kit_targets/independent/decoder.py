@@ -135,16 +135,22 @@ _COUNTED = {"long1": "<B", "long4": "<i", "text1": "<B", "text4": "<I", "text8":
             "bytes1": "<B", "bytes4": "<I", "bytes8": "<Q"}
 
 
-def decode(payload: bytes) -> Command:
-    """Decode one payload to a :class:`Command` or raise :class:`Refusal`."""
-    return _Decoder(bytes(payload)).run()
+def decode(payload: bytes, expect: Optional[Tuple[str, str]] = None) -> Command:
+    """Decode one payload to a :class:`Command` or raise :class:`Refusal`.
+
+    ``expect``, a command name and a clause, refuses any other command under
+    that clause as soon as its class is known (MST-3 for a master's first
+    frame): a master then never spends work on the value of a MSG.
+    """
+    return _Decoder(bytes(payload), expect).run()
 
 
 class _Decoder:
     """The state of decoding one payload."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, expect: Optional[Tuple[str, str]] = None) -> None:
         self.data = data
+        self.expect = expect
         self.pos = 0
         self.protocol = 0
         self.frame_end: Optional[int] = None
@@ -482,6 +488,8 @@ class _Decoder:
             raise Refusal("CMD-1", self.at, "NEWOBJ of a command with arguments other than ()")
         if self.has_command:
             raise Refusal("CMD-1", self.at, "a second command in one payload")
+        if self.expect and cls.value != self.expect[0]:
+            raise Refusal(self.expect[1], self.at, f"{cls.value}, not {self.expect[0]}")
         self.has_command = True
         self._push(Item(COMMAND, cls.value, hashable=False))
 

@@ -97,18 +97,17 @@ class Connection:
             command = self.decode_first(payload)
         except Refusal as refusal:
             return self.close(f"[{refusal.clause}] at stream offset {start + refusal.offset}: {refusal.reason}")
-        if command.name != "RegisterCN":
-            return self.close(f"[MST-3] at stream offset {start - 2}: the first frame is {command.name}, not RegisterCN")
         if self.splitter.pending:
             return self.close(f"[CN-5] at stream offset {self.splitter.offset}: bytes after the RegisterCN")
         self.register(command)
 
     def decode_first(self, payload: bytes) -> Command:
+        """MST-3: only a RegisterCN; any other command is refused as soon as its class is read."""
         try:
-            return decode(payload)
+            return decode(payload, expect=("RegisterCN", "MST-3"))
         except Refusal as refusal:
             if self.server.fault == "ack-trailing" and refusal.reason.endswith("after STOP"):
-                return decode(payload[: refusal.offset + 1])
+                return decode(payload[: refusal.offset + 1], expect=("RegisterCN", "MST-3"))
             raise
 
     def register(self, command: Command) -> None:

@@ -66,44 +66,140 @@ def from_json(node: Dict[str, Any]) -> Any:
 
 
 def msg_line(value: Any) -> str:
-    """SCN-3: ``MSG <json>``, without the LF; cut to at most 2**20 bytes only when needed."""
-    text = _dump(to_json(value))
-    if len(text) + 5 <= LINE_LIMIT:
-        return "MSG " + text
-    return "MSG " + _dump(_cut(value, LINE_LIMIT - 5))
+    """SCN-3: ``MSG <json>``, without the LF; cut to at most 2**20 bytes only when the whole would not fit.
+
+    The text is written piece by piece against a byte budget, so that a small
+    payload whose value is a huge tree (memo references) costs no more than
+    the budget to print.
+    """
+    budget = LINE_LIMIT - len("MSG \n")
+    try:
+        return "MSG " + "".join(_Renderer(budget).whole(value))
+    except _Overflow:
+        return "MSG " + "".join(_Renderer(budget).cut(value))
+
+
+class _Overflow(Exception):
+    """The text would exceed the budget."""
+
+
+_CUT_RESERVE = 48  #: room each cut level keeps for "," a cut node and "]}"
+
+
+class _Renderer:
+    """Writes the notation into ``pieces`` while it fits ``budget`` characters (all ASCII)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self.pieces: List[str] = []
+        self.sizes: Dict[int, int] = {}
+
+    def put(self, text: str) -> None:
+        self.used += len(text)
+        if self.used > self.budget:
+            raise _Overflow
+        self.pieces.append(text)
+
+    def whole(self, value: Any) -> List[str]:
+        self.write(value)
+        return self.pieces
+
+    def write(self, value: Any) -> None:
+        kind = type(value)
+        if kind in (list, tuple):
+            self.put(f'{{"type":"{kind.__name__}","items":[')
+            for index, item in enumerate(value):
+                self.put("," if index else "")
+                self.write(item)
+            self.put("]}")
+        elif kind is dict:
+            self.put('{"type":"dict","items":[')
+            for index, (key, item) in enumerate(value.items()):
+                self.put(",[" if index else "[")
+                self.write(key)
+                self.put(",")
+                self.write(item)
+                self.put("]")
+            self.put("]}")
+        else:
+            self.put(_dump(to_json(value)))
+
+    def cut(self, value: Any) -> List[str]:
+        """The value with its tail replaced by cut nodes where the whole does not fit."""
+        self.write_cut(value)
+        return self.pieces
+
+    def force(self, text: str) -> None:
+        """Write text that a reservation has already made room for."""
+        self.used += len(text)
+        self.pieces.append(text)
+
+    def rollback_to(self, mark: Tuple[int, int]) -> None:
+        del self.pieces[mark[0] :]
+        self.used = mark[1]
+
+    def write_cut(self, value: Any) -> None:
+        """A container's items while they fit; then a cut inside the first that does not, and one for the rest.
+        Each level reserves room for its own closing brackets and one cut node."""
+        kind = type(value)
+        if kind not in (list, tuple, dict):
+            return self.force(_cut_node(1))
+        is_dict = kind is dict
+        entries = list(value.items()) if is_dict else list(value)
+        self.put(f'{{"type":"{kind.__name__}","items":[')
+        self.budget -= _CUT_RESERVE
+        for index, entry in enumerate(entries):
+            mark = (len(self.pieces), self.used)
+            try:
+                self.put("," if index else "")
+                self.write_entry(entry, is_dict)
+            except _Overflow:
+                self.rollback_to(mark)
+                self.finish_cut(entries[index:], is_dict, "," if index else "")
+                break
+        self.budget += _CUT_RESERVE
+        self.force("]}")
+
+    def write_entry(self, entry: Any, is_pair: bool) -> None:
+        if not is_pair:
+            return self.write(entry)
+        self.put("[")
+        self.write(entry[0])
+        self.put(",")
+        self.write(entry[1])
+        self.put("]")
+
+    def finish_cut(self, rest: List[Any], is_pair: bool, separator: str) -> None:
+        """Cut inside the first entry that did not fit, if it is a container; one cut node for the rest."""
+        head = rest[0]
+        if not is_pair and type(head) in (list, tuple, dict):
+            mark = (len(self.pieces), self.used)
+            try:
+                self.put(separator)
+                self.write_cut(head)
+                rest, separator = rest[1:], ","
+            except _Overflow:
+                self.rollback_to(mark)
+        if rest:
+            omitted = sum(self.nodes(part) for entry in rest for part in (entry if is_pair else (entry,)))
+            self.force(separator + _cut_node(omitted))
+
+    def nodes(self, value: Any) -> int:
+        """Tree size (a shared object counted at every place), cached by identity."""
+        kind = type(value)
+        if kind not in (list, tuple, dict):
+            return 1
+        cached = self.sizes.get(id(value))
+        if cached is None:
+            parts = [p for pair in value.items() for p in pair] if kind is dict else value
+            cached = self.sizes[id(value)] = 1 + sum(self.nodes(p) for p in parts)
+        return cached
+
+
+def _cut_node(omitted: int) -> str:
+    return f'{{"type":"cut","omitted":{omitted}}}'
 
 
 def _dump(node: Any) -> str:
     return json.dumps(node, separators=(",", ":"), ensure_ascii=True)
-
-
-def _nodes(value: Any) -> int:
-    """Tree size: a scalar is 1, a container 1 + its items (a dict entry is its key and value)."""
-    if type(value) in (list, tuple):
-        return 1 + sum(_nodes(v) for v in value)
-    if type(value) is dict:
-        return 1 + sum(_nodes(k) + _nodes(v) for k, v in value.items())
-    return 1
-
-
-def _cut(value: Any, budget: int) -> Dict[str, Any]:
-    """The notation of ``value`` within ``budget`` bytes: a container keeps the items that fit
-    and ends with one cut node for the rest; a scalar that does not fit is itself cut."""
-    whole = to_json(value)
-    if len(_dump(whole)) <= budget:
-        return whole
-    if type(value) not in (list, tuple, dict):
-        return {"type": "cut", "omitted": 1}
-    pairs: List[Tuple[Any, ...]] = list(value.items()) if type(value) is dict else [(v,) for v in value]
-    kept: List[Any] = []
-    room = budget - 80  # the container's own braces and the closing cut node
-    for index, pair in enumerate(pairs):
-        rendered = [to_json(part) for part in pair]
-        size = len(_dump(rendered if len(pair) == 2 else rendered[0])) + 1
-        if size > room:
-            omitted = sum(_nodes(part) for rest in pairs[index:] for part in rest)
-            kept.append({"type": "cut", "omitted": omitted})
-            break
-        kept.append(rendered if len(pair) == 2 else rendered[0])
-        room -= size
-    return {"type": type(value).__name__, "items": kept}
