@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 MAX_DEPTH = 200  #: ENC-6: the deepest MSG value
 MAX_CONTAINER_DEPTH = MAX_DEPTH + 1  #: the value sits in the one-level state dict
@@ -130,6 +130,17 @@ OPCODES: Dict[int, Opcode] = {
     0x95: Opcode("FRAME", 4, "uint8"),
 }
 
+#: The opcodes that push one scalar, and how its value is made from the argument.
+SCALARS: Dict[str, Callable[[Any], Any]] = {
+    "NONE": lambda _: None,
+    "NEWTRUE": lambda _: True,
+    "NEWFALSE": lambda _: False,
+    **dict.fromkeys(["BININT", "BININT1", "BININT2", "BINFLOAT"], lambda number: number),
+    **dict.fromkeys(["LONG1", "LONG4"], lambda raw: int.from_bytes(raw, "little", signed=True)),
+    **dict.fromkeys(["SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"], lambda text: text),
+    **dict.fromkeys(["SHORT_BINBYTES", "BINBYTES", "BINBYTES8"], lambda raw: raw),
+}
+
 _FIXED = {"uint1": "<B", "uint2": "<H", "int4": "<i", "uint4": "<I", "uint8": "<Q", "float8": ">d"}
 _COUNTED = {"long1": "<B", "long4": "<i", "text1": "<B", "text4": "<I", "text8": "<Q",
             "bytes1": "<B", "bytes4": "<I", "bytes8": "<Q"}
@@ -183,12 +194,17 @@ class _Decoder:
         if opcode is None:
             raise Refusal("ENC-2", self.pos, f"opcode byte 0x{byte:02x} is not in the profile")
         if self.pos > 0 and opcode.protocol > self.protocol:
-            raise Refusal("ENC-2", self.pos, f"{opcode.name} needs protocol {opcode.protocol}, the payload is {self.protocol}")
+            needs = f"{opcode.name} needs protocol {opcode.protocol}"
+            raise Refusal("ENC-2", self.pos, f"{needs}, the payload is protocol {self.protocol}")
         self._take(1)
         argument = getattr(self, "_read_" + opcode.argument)(opcode.argument)
         if self.frame_end == self.pos:
             self.frame_end = None
-        getattr(self, "_op_" + opcode.name)(argument)
+        scalar = SCALARS.get(opcode.name)
+        if scalar is not None:
+            self._push(Item(SCALAR, scalar(argument)))
+        else:
+            getattr(self, "_op_" + opcode.name)(argument)
 
     # -- arguments ----------------------------------------------------------
     def _take(self, count: int) -> bytes:
@@ -319,42 +335,6 @@ class _Decoder:
     def _op_MARK(self, _: None) -> None:
         self.marks.append(len(self.stack))
 
-    # -- scalars -----------------------------------------------------------------
-    def _scalar(self, value: Any) -> None:
-        self._push(Item(SCALAR, value))
-
-    def _op_NONE(self, _: None) -> None:
-        self._scalar(None)
-
-    def _op_NEWTRUE(self, _: None) -> None:
-        self._scalar(True)
-
-    def _op_NEWFALSE(self, _: None) -> None:
-        self._scalar(False)
-
-    def _op_BININT(self, value: int) -> None:
-        self._scalar(value)
-
-    _op_BININT1 = _op_BININT2 = _op_BININT
-
-    def _op_LONG1(self, raw: bytes) -> None:
-        self._scalar(int.from_bytes(raw, "little", signed=True))
-
-    _op_LONG4 = _op_LONG1
-
-    def _op_BINFLOAT(self, value: float) -> None:
-        self._scalar(value)
-
-    def _op_BINUNICODE(self, text: str) -> None:
-        self._scalar(text)
-
-    _op_SHORT_BINUNICODE = _op_BINUNICODE8 = _op_BINUNICODE
-
-    def _op_BINBYTES(self, raw: bytes) -> None:
-        self._scalar(raw)
-
-    _op_SHORT_BINBYTES = _op_BINBYTES8 = _op_BINBYTES
-
     # -- containers ------------------------------------------------------------------
     def _op_EMPTY_LIST(self, _: None) -> None:
         self._push(Item(LIST, [], depth=1, hashable=False))
@@ -387,12 +367,12 @@ class _Decoder:
         third, second, first = self._pop(), self._pop(), self._pop()
         self._tuple([first, second, third])
 
-    def _target(self, kind: str) -> Item:
-        """The list or dict an APPEND or SETITEM adds to (ENC-1), not yet referenced (VAL-3)."""
+    def _target(self, kind: str, changes: bool = True) -> Item:
+        """The list or dict an APPEND or SETITEM adds to (ENC-1), not yet referenced if it changes (VAL-3)."""
         target = self._top()
         if target.kind != kind:
             raise Refusal("ENC-1", self.at, f"adding items to a {target.kind}, not a {kind}")
-        if target.referenced:
+        if target.referenced and changes:
             raise Refusal("VAL-3", self.at, f"a {kind} changed after a memo reference to it")
         return target
 
@@ -409,11 +389,7 @@ class _Decoder:
 
     def _op_APPENDS(self, _: None) -> None:
         items = self._pop_to_mark()
-        target = self._top()
-        if target.kind != LIST:
-            raise Refusal("ENC-1", self.at, f"APPENDS onto a {target.kind}")
-        if items:
-            self._append(self._target(LIST), items)
+        self._append(self._target(LIST, changes=bool(items)), items)
 
     def _set_items(self, target: Item, items: List[Item]) -> None:
         for index in range(0, len(items), 2):
@@ -436,11 +412,7 @@ class _Decoder:
         items = self._pop_to_mark()
         if len(items) % 2:
             raise Refusal("ENC-1", self.at, "SETITEMS with an odd number of items")
-        target = self._top()
-        if target.kind != DICT:
-            raise Refusal("ENC-1", self.at, f"SETITEMS onto a {target.kind}")
-        if items:
-            self._set_items(self._target(DICT), items)
+        self._set_items(self._target(DICT, changes=bool(items)), items)
 
     # -- memo ---------------------------------------------------------------------------
     def _store(self, index: int) -> None:
@@ -497,9 +469,9 @@ class _Decoder:
         arguments, function = self._pop(), self._pop()
         meaning = function.value if function.kind == GLOBAL else None
         if meaning == "latin1-bytes" and _is_latin1_call(arguments):
-            self._scalar(arguments.value[0].encode("latin-1"))
+            self._push(Item(SCALAR, arguments.value[0].encode("latin-1")))
         elif meaning == "empty-bytes" and arguments.kind == TUPLE and arguments.value == ():
-            self._scalar(b"")
+            self._push(Item(SCALAR, b""))
         else:
             raise Refusal("ENC-3", self.at, "REDUCE other than protocol 2's bytes")
 
