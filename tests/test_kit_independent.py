@@ -288,6 +288,26 @@ def independent_cn_command(fault: Optional[str] = None) -> str:
     return " ".join(w if "{" in w else shlex.quote(w) for w in words)
 
 
+def _spec_scenario_payloads() -> List[Any]:
+    """SCENARIO_PAYLOADS as spec §9 writes it (a Python expression of literals, ``**`` and ``float``)."""
+    text = (SPEC / "protocol.md").read_text()
+    literal = re.search(r"^SCENARIO_PAYLOADS = (\[.*?\])$", text, re.MULTILINE | re.DOTALL)
+    assert literal, "spec §9 no longer gives SCENARIO_PAYLOADS"
+    return eval(literal.group(1), {"__builtins__": {}, "float": float})  # noqa: S307 - our own spec text
+
+
+def test_the_two_roles_run_the_scenario_together_and_print_every_value() -> None:
+    """SCN-1 and SCN-3 end to end: the independent node prints one exact line per scenario payload."""
+    expected = [notation.to_json(p) for p in _spec_scenario_payloads()]
+    with independent_master() as target:
+        host, port = target.rsplit(":", 1)
+        command = [*PYTHON, str(IMPLEMENTATION / "compute_node.py"), host, port, "--live-time", "60"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("MSG ")]
+    assert [json.loads(line[4:]) for line in lines] == expected
+
+
 def _clause_roles() -> Dict[str, Tuple[str, str]]:
     """Clause ID -> (level, role), from the clause index of protocol.md (Appendix A)."""
     text = (SPEC / "protocol.md").read_text().split("## Appendix A")[1]
