@@ -209,6 +209,59 @@ def test_msg_line_over_one_mib_is_cut_to_one_mib_and_counts_what_it_omits(value:
     assert _nodes_shown(shown) == _tree_nodes(value)
 
 
+_MSG_HEAD = b"\x80\x04\x8c\x17skyllh.cluster.commands\x94\x8c\x03MSG\x94\x93\x94)\x81\x94}\x94\x8c\x03msg\x94"
+_NAN = b"G" + struct.pack(">d", float("nan"))
+
+
+def _msg(value_opcodes: bytes) -> bytes:
+    """A protocol 4 MSG payload, without FRAME, around the opcodes of its value."""
+    return _MSG_HEAD + value_opcodes + b"sb."
+
+
+def _nodes_payload(extra: int) -> bytes:
+    """A MSG whose value is a list: 1023 references to a list of 1023 None, then ``extra`` None.
+    Its tree has 1 + 1023 * 1024 + extra nodes."""
+    inner = b"]\x94(" + b"N" * 1023 + b"e"  # memo index 6
+    return _msg(b"](" + inner + b"h\x06" * 1022 + b"N" * extra + b"e")
+
+
+#: Cases the vectors lack (issue 9 §5), decided from the spec text; each is (payload, value or refusal clause).
+EDGE_CASES = {
+    "equal keys 1, 1.0, True are one entry: first key, last value": (
+        _msg(b"}(K\x01NG" + struct.pack(">d", 1.0) + b"\x8c\x01a\x88\x8c\x01bu"), {1: "b"}),
+    "two NaN keys are two entries": (_msg(b"}(" + _NAN + b"K\x01" + _NAN + b"K\x02u"), "two entries"),
+    "GLOBAL without its newlines": (bytes.fromhex("8002") + b"cskyllh.cluster.commands", "ENC-1"),
+    "GLOBAL with non-ASCII text": (bytes.fromhex("8002") + b"c\xc3\xa9\nACK\n)\x81.", "ENC-1"),
+    "MEMOIZE right after MARK": (_msg(b"](\x94e"), "ENC-1"),
+    "LONG_BINPUT": (bytes.fromhex("8002") + b"cskyllh.cluster.commands\nACK\nr\x00\x01\x00\x00)\x81.", None),
+    "BINUNICODE8": (_msg(b"\x8d" + struct.pack("<Q", 2) + b"hi"), "hi"),
+    "BINBYTES8": (_msg(b"\x8e" + struct.pack("<Q", 2) + b"hi"), b"hi"),
+    "builtins.bytes()": (_msg(b"cbuiltins\nbytes\n)R"), b""),
+    "a value of 2**20 - 2 nodes: the state dict holds 2**20": (_nodes_payload(1021), "accepted"),
+    "a value of 2**20 - 1 nodes: the state dict would hold 2**20 + 1": (_nodes_payload(1022), "ENC-6"),
+    "200 nested lists": (_msg(b"]" * 200 + b"a" * 199), "accepted"),
+    "201 nested lists": (_msg(b"]" * 201 + b"a" * 200), "ENC-6"),
+    "a dict whose tuple key is 200 deep is a value 201 deep": (_msg(b"}" + b")" + b"\x85" * 199 + b"Ns"), "ENC-6"),
+}
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_decoder_on_cases_the_vectors_lack(case: str) -> None:
+    payload, expected = EDGE_CASES[case]
+    if isinstance(expected, str) and re.fullmatch(r"[A-Z]+-\d+", expected):
+        with pytest.raises(decoder.Refusal) as refused:
+            decoder.decode(payload)
+        assert refused.value.clause == expected
+        return
+    command = decoder.decode(payload)
+    if expected is None:
+        assert command.name == "ACK"
+    elif expected == "two entries":
+        assert len(command.state["msg"]) == 2
+    elif expected != "accepted":
+        assert _exactly_equal(command.state["msg"], expected)
+
+
 _keys = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
     lambda inner: st.lists(inner, max_size=3).map(tuple),
