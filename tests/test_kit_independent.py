@@ -392,6 +392,8 @@ def test_kit_passes_both_roles_strict_and_every_must_clause() -> None:
 #: Each fault, the clauses it breaks (the kit must fail at least one, and no other).
 MASTER_FAULTS = {
     "ack-trailing": {"ENC-1", "MST-3"},  # a RegisterCN with bytes after STOP is ACKed
+    # any first frame naming RegisterCN is ACKed: every receiver rule is broken
+    "ack-unchecked": {"MST-3", "FRM-3", "ENC-1", "ENC-2", "ENC-3", "ENC-4", "ENC-6", "CMD-1", "CMD-3", "VAL-2", "VAL-3"},
     "no-close": {"MST-6"},  # SHOULD: the connection stays open after ShutdownCN
     "swap-msgs": {"SCN-1", "VAL-4"},  # two scenario payloads in the wrong order
 }

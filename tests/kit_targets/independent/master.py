@@ -10,6 +10,8 @@ Errors go to stderr as ``[CLAUSE] at stream offset N: reason`` (ERR-2).
 Faults (``--fault``), each breaking one requirement on purpose:
 
 * ``ack-trailing``: ACKs a RegisterCN that has bytes after its STOP (ENC-1, MST-3);
+* ``ack-unchecked``: ACKs any first frame that names RegisterCN, without
+  decoding it (MST-3 and every receiver rule of ENC, CMD and VAL);
 * ``no-close``: never closes a connection after ShutdownCN (MST-6);
 * ``swap-msgs``: sends the second and third scenario payloads in the wrong order (SCN-1).
 """
@@ -35,7 +37,7 @@ SCENARIO_PAYLOADS = ["conformance", "ünïcødé ✓", b"\x00\x01\xfe\xff", 0, 2
     2**31 - 1, 2**31, -(2**31) - 1, 2**64, 1.5, float("-inf"), None, True, False,
     [1, "a", [2.5]], (1, 2), {"trial": 3, "seed": None}, "x" * 60000]  # fmt: skip
 
-FAULTS = ("ack-trailing", "no-close", "swap-msgs")
+FAULTS = ("ack-trailing", "ack-unchecked", "no-close", "swap-msgs")
 LINGER = 2.0  #: after ShutdownCN, how long to wait for the node's close before closing anyway
 MAX_CONNECTIONS = 512  #: §10: a bound on connections held at once
 READ_SIZE = 65536
@@ -106,6 +108,8 @@ class Connection:
         try:
             return decode(payload, expect=("RegisterCN", "MST-3"))
         except Refusal as refusal:
+            if self.server.fault == "ack-unchecked" and b"RegisterCN" in payload:
+                return Command("RegisterCN", {"_cn_start_time": int(time.time()), "_cn_live_time": 3600})
             if self.server.fault == "ack-trailing" and refusal.reason.endswith("after STOP"):
                 return decode(payload[: refusal.offset + 1], expect=("RegisterCN", "MST-3"))
             raise
