@@ -19,25 +19,27 @@ if hasattr(sys, "set_int_max_str_digits"):
     sys.set_int_max_str_digits(0)  # VAL-4: an int of any size is printed in full
 
 
+#: How each scalar type is written, and how it is read back (the README's value table).
+_WRITE_SCALAR = {
+    type(None): lambda v: {"type": "none"},
+    bool: lambda v: {"type": "bool", "value": v},
+    int: lambda v: {"type": "int", "value": str(v)},
+    float: lambda v: {"type": "float", "bits": struct.pack(">d", v).hex()},
+    str: lambda v: {"type": "str", "utf8": v.encode("utf-8", "surrogatepass").hex()},
+    bytes: lambda v: {"type": "bytes", "hex": v.hex()},
+}
+
+
 def to_json(value: Any) -> Dict[str, Any]:
     """The notation of ``value``; recursion is bounded by ENC-6's depth limit."""
     kind = type(value)
-    if value is None:
-        return {"type": "none"}
-    if kind is bool:
-        return {"type": "bool", "value": value}
-    if kind is int:
-        return {"type": "int", "value": str(value)}
-    if kind is float:
-        return {"type": "float", "bits": struct.pack(">d", value).hex()}
-    if kind is str:
-        return {"type": "str", "utf8": value.encode("utf-8", "surrogatepass").hex()}
-    if kind is bytes:
-        return {"type": "bytes", "hex": value.hex()}
-    if kind in (list, tuple):
-        return {"type": kind.__name__, "items": [to_json(item) for item in value]}
+    write = _WRITE_SCALAR.get(kind)
+    if write is not None:
+        return write(value)
     if kind is dict:
         return {"type": "dict", "items": [[to_json(k), to_json(v)] for k, v in value.items()]}
+    if kind is list or kind is tuple:
+        return {"type": kind.__name__, "items": list(map(to_json, value))}
     raise TypeError(f"not a value of the subset: {kind.__name__}")
 
 
