@@ -365,6 +365,7 @@ def _clause_roles() -> Dict[str, Tuple[str, str]]:
     """Clause ID -> (level, role), from the clause index of protocol.md (Appendix A)."""
     text = (SPEC / "protocol.md").read_text().split("## Appendix A")[1]
     rows = re.findall(r"^\| \[([A-Z]+-\d+)\]\([^)]*\) \| (MUST|SHOULD) \| ([a-z-]+) \|", text, re.MULTILINE)
+    assert len(rows) >= 48, "the clause index of protocol.md no longer parses"
     return {cid: (level, role) for cid, level, role in rows}
 
 
