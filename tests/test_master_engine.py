@@ -39,6 +39,7 @@ from skyllh_cluster.master import (
 )
 from skyllh_cluster.master import fanout
 from skyllh_cluster.master.fdlimit import ensure_fd_limit
+from skyllh_cluster.protocol import Connection
 from skyllh_cluster.protocol.states import State
 
 LOGGER = "skyllh_cluster.master.server"
@@ -54,11 +55,11 @@ def server():
 @pytest.fixture(params=["C loop", "Python loop"])
 def send_path(request, monkeypatch):
     """Run a broadcast test with each way of making the sends (see master/_sendmany.c)."""
-    from skyllh_cluster.master import server as server_module
+    from skyllh_cluster.master import node as node_module
 
-    if request.param == "Python loop":
-        monkeypatch.setattr(server_module, "_native_send_each", None)
-    elif server_module._native_send_each is None:  # pragma: no cover - tests/test_sendmany.py fails then on Linux
+    if request.param == "Python loop":  # the documented test hook of master/node.py
+        monkeypatch.setattr(node_module, "native_send_each", None)
+    elif node_module.native_send_each is None:  # pragma: no cover - tests/test_sendmany.py fails then on Linux
         pytest.skip("the C loop is not built here")
     return request.param
 
@@ -98,8 +99,10 @@ def test_the_ack_of_a_registercn_rides_on_the_ack_frame(server):
     from skyllh_cluster.master import server as server_module
 
     assert server_module.DELAYED_ACK
-    assert server._listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0  # a new socket says 1
     (node,) = register_nodes(server, 1)
+    # A new socket says 1; the accepted one inherited 0 from the listener.
+    (accepted,) = server.connections
+    assert accepted.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0
     # The accepted connection inherited delayed ACKs from the listener, so
     # the node received two segments in all: the SYN-ACK and the ACK frame,
     # which acknowledged its RegisterCN (no pure ACK before it).  The kernel
@@ -562,13 +565,12 @@ def test_every_descriptor_is_released_on_close():
 
 def test_adopt_and_discard_a_node_made_elsewhere(server):  # noqa: D103
     from skyllh_cluster.master import Node
-    from skyllh_cluster.master_node import _registered_connection
 
     listener = socket.create_server(("127.0.0.1", 0))
     raw = RawNode(listener.getsockname())
     accepted, peer = listener.accept()
     listener.close()
-    node = Node(accepted, peer[0], peer[1], _registered_connection(int(time.time()), 100), time.monotonic())
+    node = Node(accepted, peer[0], peer[1], Connection.registered_elsewhere(RegisterCN(int(time.time()), 100)), time.monotonic())
     server.adopt(node)
     assert node.connection.state is State.SERVING
     assert server.broadcast(MSG("adopted"), [node]).delivered == (node.key,)

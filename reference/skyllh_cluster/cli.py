@@ -124,9 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument(
         "--registration-timeout",
         type=float,
-        default=30.0,
+        default=3.0,
         metavar="S",
-        help="close a connection that has not sent its whole RegisterCN after S seconds (default: 30)",
+        help="close a connection that has not sent its whole RegisterCN after S seconds (default: 3, "
+        "below the conformance kit's 5 s registration budget)",
+    )
+    master.add_argument(
+        "--unregistered-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="cap the connections that have not registered at F of the open-file limit and of memory; "
+        "at the cap the oldest is closed (default: 0.5)",
     )
     master.add_argument(
         "--send-timeout",
@@ -151,7 +160,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.n_cn is not None and args.n_cn < 0:
         print("skyllh-cluster master: --n-cn must not be negative", file=sys.stderr)
         return EXIT_USAGE
-    with MasterServer(registration_timeout=args.registration_timeout) as server:
+    with MasterServer(
+        registration_timeout=args.registration_timeout, unregistered_fraction=args.unregistered_fraction
+    ) as server:
         try:
             if args.scenario is not None:
                 return _serve_scenario(server, host, args.port)
