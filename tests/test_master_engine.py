@@ -21,6 +21,7 @@ from master_peers import (
     GOLDEN_SHUTDOWN,
     WAIT,
     Background,
+    frame,
     RawNode,
     malicious_frame,
     msg_frame,
@@ -144,10 +145,7 @@ def test_bad_peers_are_closed_without_ack_and_logged_while_others_register(serve
     wrong_first = RawNode(server.address).send(GOLDEN_ACK)
     malicious = RawNode(server.address).send(malicious_frame(str(canary)))
     old_style = RawNode(server.address).send(
-        len(p := pickle.dumps(__import__("master_peers").MaliciousReduce(f"touch {canary}"), protocol=2)).to_bytes(
-            2, "little"
-        )
-        + p
+        frame(pickle.dumps(__import__("master_peers").MaliciousReduce(f"touch {canary}"), protocol=2))
     )
     stalled = RawNode(server.address).send(b"\x66\x00\x80\x04")  # 4 bytes of a 104-byte frame
     for bad in (garbage, wrong_first, malicious, old_style):

@@ -270,7 +270,8 @@ class MasterServer:
         self._poller.register(self._listener.fileno(), READ, _LISTENER)
         self._accepting = True
         fraction = self._unregistered_fraction
-        by_fds = int(fd_limit() * fraction)
+        limit = fd_limit()
+        by_fds = min(int(limit * fraction), limit - FD_HEADROOM)  # accept() itself must never run out
         by_memory = int(available_memory() * fraction) // UNREGISTERED_COST
         self._unregistered_cap = max(1, min(by_fds, by_memory))
 
@@ -673,6 +674,9 @@ class MasterServer:
             except RemoteProtocolError as exc:
                 self._drop(node, exc)
                 return
+            except Exception as exc:  # a defect of the decoder must not take the master down (ERR-1)
+                self._drop_on_internal_error(node, exc)
+                return
             if event is NEED_DATA:
                 return
             if isinstance(event, ConnectionClosed):
@@ -769,6 +773,16 @@ class MasterServer:
         else:
             logger.warning("closed the connection from %s without ACK: %s", node.key, cause)
         self._close(node, cause)
+
+    def _drop_on_internal_error(self, node: Node, exc: Exception) -> None:
+        """Close a node whose bytes made the decoder fail with something other than a ProtocolError."""
+        # The message may quote what the peer sent: only its start is logged,
+        # and the traceback only at debug level.
+        logger.error(
+            "closed the connection from %s: decoding its bytes failed (%s: %.200s)",
+            node.key, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+        self._close(node, exc)
 
     def _close(self, node: Node, failure: Optional[BaseException] = None) -> None:
         if node.closed:
