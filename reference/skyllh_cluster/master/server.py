@@ -177,6 +177,7 @@ class MasterServer:
         self._admit: Callable[[Node], None] = self._refuse_registration
         self._ack_frame = encode_command_frame(ACK())
         self._fanout = FanOut(send_threads)
+        self._broadcasting = False
         self._served = 0
         self._stop_requested = False
         self._closed = False
@@ -386,6 +387,15 @@ class MasterServer:
         Raises:
             LocalProtocolError: the command cannot be encoded (nothing was sent).
         """
+        self._broadcasting = True
+        try:
+            return self._broadcast(command, nodes, timeout, close_after)
+        finally:
+            self._broadcasting = False
+
+    def _broadcast(
+        self, command: Command, nodes: Optional[Iterable[Node]], timeout: Optional[float], close_after: bool
+    ) -> BroadcastResult:
         name = type(command).__name__
         targets = list(self._registry.values()) if nodes is None else list(nodes)
         self._poll()  # a node that closed or spoke since the last call fails now, unwritten
@@ -469,8 +479,8 @@ class MasterServer:
             else:
                 delivered.append(key)
         result = BroadcastResult(name, tuple(delivered), failed, tuple(expired), tuple(queued))
-        if failed:
-            logger.warning("%s reached %d node(s); %d failed", name, len(delivered) + len(queued), len(failed))
+        if failed:  # the result lists them; the caller reports them
+            logger.info("%s reached %d node(s); %d failed", name, len(delivered) + len(queued), len(failed))
         if queued:
             logger.info("%s: %d slow node(s) have the rest of the frame queued", name, len(queued))
         return result
@@ -680,7 +690,7 @@ class MasterServer:
             if event is NEED_DATA:
                 return
             if isinstance(event, ConnectionClosed):
-                self._drop(node, PeerClosedError(f"compute node {node.key} closed the connection"))
+                self._drop(node, PeerClosedError("the compute node closed the connection"))
                 return
             # The master's side of the core yields no other command than a
             # RegisterCN: it raises for anything else (MST-3, CN-5).
@@ -769,9 +779,12 @@ class MasterServer:
     def _drop(self, node: Node, cause: BaseException) -> None:
         """Close a node for ``cause``, and log it: the only way a bad peer affects the master."""
         if node.registered:
-            logger.warning("compute node %s lost: %s", node.key, cause)
+            # Inside a broadcast the loss is reported by its result (and by
+            # the caller): one line for the user, not one per layer.
+            level = logging.INFO if self._broadcasting else logging.WARNING
+            logger.log(level, "compute node %s lost: %.500s", node.key, cause)
         else:
-            logger.warning("closed the connection from %s without ACK: %s", node.key, cause)
+            logger.warning("closed the connection from %s without ACK: %.500s", node.key, cause)
         self._close(node, cause)
 
     def _drop_on_internal_error(self, node: Node, exc: Exception) -> None:
