@@ -434,17 +434,28 @@ class _ScriptedTime:
 
 
 class _ScriptedPoller:
-    """Reports the wake-up pipe ready at the given polls; records each poll's timeout."""
+    """Reports an event at the given polls; records each poll's timeout; stops the engine after ``polls``.
 
-    def __init__(self, wake_token: object, ready_at: set, polls: int) -> None:
+    The event is for the first token the engine registered (its wake-up
+    pipe): a spurious readiness, which the engine must take in its stride.
+    """
+
+    def __init__(self, ready_at: set, polls: int) -> None:
         self.timeouts: list = []
-        self._wake_token, self._ready_at, self.polls = wake_token, ready_at, polls
+        self.tokens: list = []
+        self.engine: "MasterServer | None" = None
+        self._ready_at, self.polls = ready_at, polls
 
     def poll(self, timeout):
         self.timeouts.append(timeout)
-        return [(self._wake_token, 1)] if len(self.timeouts) - 1 in self._ready_at else []
+        if len(self.timeouts) >= self.polls:
+            self.engine.stop()  # type: ignore[union-attr]
+        return [(self.tokens[0], 1)] if len(self.timeouts) - 1 in self._ready_at else []
 
-    def register(self, *args) -> None:
+    def register(self, fd, events, data) -> None:
+        self.tokens.append(data)
+
+    def unregister(self, fd) -> None:
         pass
 
     def close(self) -> None:
@@ -457,11 +468,11 @@ def test_the_loop_naps_during_a_burst_and_blocks_again_after_it(monkeypatch, rea
 
     clock = _ScriptedTime()
     monkeypatch.setattr(server_module, "time", clock)
-    with MasterServer() as engine:
-        engine._open_wake_pair()
-        poller = _ScriptedPoller(server_module._WAKE, ready_at, polls=60)
-        engine._poller = poller
-        assert engine._run(lambda: len(poller.timeouts) >= poller.polls, None)
+    poller = _ScriptedPoller(ready_at, polls=60)
+    with MasterServer(poller=poller) as engine:  # the documented test hook
+        poller.engine = engine
+        engine.listen("127.0.0.1", 0)
+        assert engine.serve_script([]) == 0  # runs the loop until the poller stops it
     timeouts = poller.timeouts
     # Blocks while idle; after each event, polls without blocking and naps on
     # its own timer instead of waiting to be woken, until BURST_QUIET passes.
@@ -533,13 +544,13 @@ def test_stop_is_safe_when_the_wakeup_is_already_pending():
     engine = MasterServer()
     engine.stop()  # nothing to wake yet: ignored
     engine.listen("127.0.0.1", 0)
-    for _ in range(2):  # the second serve_script reuses the wake-up pair
+    for served in (1, 2):  # the second serve_script reuses the wake-up pair, with wake-ups still pending
         call = Background(lambda: engine.serve_script([]))
-        wait_for(lambda: engine._accepting, "serve_script to accept")
+        node = RawNode(engine.address).register()  # served: the loop runs
+        assert node.read_to_eof() == GOLDEN_ACK + GOLDEN_SHUTDOWN
         for _ in range(100_000):  # more than the socket buffer holds
             engine.stop()
-        assert call.result() == 0
-        engine._drain_wake()
+        assert call.result() == served  # (the count is the engine's, over every call)
     engine.close()
     engine.stop()  # closed: ignored
     engine.close()  # idempotent

@@ -131,6 +131,9 @@ class MasterServer:
             frame queued (see :meth:`broadcast`).
         max_queued: Bytes that may stay queued for one node beyond what its
             socket took; a node over it fails (it reads too slowly, MST-8).
+        poller: What tells the loop which sockets are ready (default: a new
+            :data:`~skyllh_cluster.master.poller.DefaultPoller`).  A test
+            hook: anything with the poller's methods will do.
 
     Use it as a context manager, or call :meth:`close`, to close every
     socket it opened.
@@ -145,6 +148,7 @@ class MasterServer:
         unregistered_fraction: float = 0.5,
         slow_node_wait: float = 1.0,
         max_queued: int = MAX_QUEUED,
+        poller: Optional[Poller] = None,
     ) -> None:
         if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
             raise ValueError(f"blocksize must be a positive int, not {blocksize!r}")
@@ -163,7 +167,7 @@ class MasterServer:
         self._max_queued = max_queued
         self._unregistered_cap = 1
         self._shed_in_burst = 0
-        self._poller: Poller = DefaultPoller()
+        self._poller: Poller = DefaultPoller() if poller is None else poller
         self._listener: Optional[socket.socket] = None
         self._address: Optional[Tuple[str, int]] = None
         self._accepting = False
