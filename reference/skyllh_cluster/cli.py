@@ -160,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         metavar="S",
-        help="a node that does not take a message within S seconds fails (default: 60)",
+        help="a node that leaves bytes untaken for S seconds fails; a slow node holds a line's broadcast "
+        "to the others for at most 1 s (default: 60)",
     )
     return parser
 

@@ -167,6 +167,7 @@ class MasterServer:
         self._max_queued = max_queued
         self._unregistered_cap = 1
         self._shed_in_burst = 0
+        self._accept_starved = False
         self._poller: Poller = DefaultPoller() if poller is None else poller
         self._listener: Optional[socket.socket] = None
         self._address: Optional[Tuple[str, int]] = None
@@ -619,12 +620,18 @@ class MasterServer:
                 # them, and shedding one that has not registered yet would
                 # only trade it for the next; wait for some to go instead.
                 if exc.errno in _OUT_OF_RESOURCES:
-                    logger.error("cannot accept connections (%s); pausing for %g s", exc, ACCEPT_PAUSE)
+                    # Once per burst: the pause repeats every ACCEPT_PAUSE until descriptors free up.
+                    level = logging.DEBUG if self._accept_starved else logging.ERROR
+                    logger.log(level, "cannot accept connections (%s); pausing for %g s at a time", exc, ACCEPT_PAUSE)
+                    self._accept_starved = True
                     self._pause_accepting()
                     self._accept_paused_until = now + ACCEPT_PAUSE
                 else:  # e.g. ECONNABORTED: that one connection is gone, the next may be fine
                     logger.info("accept failed: %s", exc)
                 break
+            if self._accept_starved:
+                logger.warning("accepting connections again")
+                self._accept_starved = False
             sock.setblocking(False)
             node = Node(sock, peer[0], peer[1], Connection(Role.MASTER), now)
             self._open.add(node)
