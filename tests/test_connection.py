@@ -420,3 +420,17 @@ def test_transitions_are_logged_at_debug_level(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.DEBUG, logger="skyllh_cluster.protocol.connection"):
         Connection(Role.COMPUTE_NODE).send(RegisterCN(1, 2))
     assert "COMPUTE_NODE: CONNECTED --send RegisterCN--> AWAIT_ACK" in caplog.text
+
+
+def test_a_connection_registered_elsewhere_is_serving_with_its_registration() -> None:
+    registration = RegisterCN(1732560000, 100)
+    master = Connection.registered_elsewhere(registration)
+    assert master.role is Role.MASTER and master.state is State.SERVING
+    assert master.registration == registration
+    assert master.deadline == 1732560100
+    assert master.send(MSG("go")) == encode_command_frame(MSG("go"))
+
+
+def test_registered_elsewhere_takes_only_a_registercn() -> None:
+    with pytest.raises(TypeError):
+        Connection.registered_elsewhere(MSG(1))  # type: ignore[arg-type]

@@ -229,7 +229,18 @@ def test_register_needs_listen_and_a_sane_count():
         assert engine.register(0) == []
 
 
-@pytest.mark.parametrize("kwargs", [{"blocksize": 0}, {"blocksize": True}, {"registration_timeout": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"blocksize": 0},
+        {"blocksize": True},
+        {"registration_timeout": 0},
+        {"unregistered_fraction": 0},
+        {"unregistered_fraction": 1.5},
+        {"slow_node_wait": -1},
+        {"max_queued": -1},
+    ],
+)
 def test_bad_engine_arguments(kwargs):
     with pytest.raises(ValueError):
         MasterServer(**kwargs)
@@ -664,3 +675,83 @@ def test_accepting_pauses_when_descriptors_run_out(caplog, monkeypatch):
         for node in nodes:
             assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
     assert "cannot accept connections" in caplog.text
+
+
+# --- load shedding (F8) and slow nodes (F9) ------------------------------------------------------
+
+
+def test_the_registration_bound_is_3_s_by_default():
+    import inspect
+
+    assert inspect.signature(MasterServer).parameters["registration_timeout"].default == 3.0
+
+
+def test_at_the_cap_the_oldest_unregistered_connection_is_shed_and_logged_once(caplog):
+    import resource
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    with MasterServer(registration_timeout=WAIT, unregistered_fraction=8 / soft) as engine:
+        engine.listen("127.0.0.1", 0)
+        call = Background(lambda: engine.register(1, timeout=WAIT))
+        wait_for(lambda: engine.unregistered_cap == 8, "the cap to be set")
+        silent = [RawNode(engine.address) for _ in range(20)]
+        # The first silent connections are shed, oldest first, as the later ones come in.
+        assert silent[0].read_to_eof() == b""
+        honest = RawNode(engine.address).register()
+        assert honest.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+        assert [node.key for node in call.result()] == [honest.key]
+    shed_warnings = [r for r in caplog.records if "have not registered (the cap" in r.getMessage()]
+    assert len(shed_warnings) == 1
+    assert "unregistered connection(s) to stay under the cap" in caplog.text
+    for node in silent:
+        node.close()
+
+
+@pytest.mark.usefixtures("send_path")
+def test_a_node_that_falls_behind_is_queued_and_caught_up_in_later_calls(server):
+    call = Background(lambda: server.register(2, timeout=WAIT))
+    lagging = RawNode(server.address, rcvbuf=4096).register()
+    fast = RawNode(server.address).register()
+    call.result()
+    big = "q" * 60000
+    drained = Background(fast.read_to_eof)
+    queued = None
+    sent = 0
+    for _ in range(200):  # bounded: the lagging node's buffers fill after a few frames
+        result = server.broadcast(MSG(big), timeout=WAIT)
+        sent += 1
+        assert result.ok and fast.key in result.delivered
+        if result.queued:
+            queued = result
+            break
+    assert queued is not None and queued.queued == (lagging.key,) and lagging.key not in queued.delivered
+    # Now it reads: the rest is written by the loop during the shutdown's call.
+    reader = Background(lagging.read_to_eof)
+    final = server.shutdown(timeout=WAIT)
+    assert set(final.delivered) == {lagging.key, fast.key}
+    expected = GOLDEN_ACK + msg_frame(big) * sent + GOLDEN_SHUTDOWN
+    assert reader.result() == expected
+    assert drained.result() == expected
+
+
+@pytest.mark.usefixtures("send_path")
+def test_a_node_over_max_queued_fails_alone_even_without_a_timeout():
+    with MasterServer(registration_timeout=WAIT, max_queued=200_000, slow_node_wait=0) as engine:
+        engine.listen("127.0.0.1", 0)
+        call = Background(lambda: engine.register(2, timeout=WAIT))
+        stuck = RawNode(engine.address, rcvbuf=4096).register()
+        good = RawNode(engine.address).register()
+        call.result()
+        drained = Background(good.read_to_eof)
+        big = "y" * 60000
+        failures = {}
+        for _ in range(300):  # bounded; the stuck node never reads
+            result = engine.broadcast(MSG(big), timeout=None)
+            failures.update(result.failed)
+            if failures:
+                break
+        assert list(failures) == [stuck.key]
+        assert isinstance(failures[stuck.key], SendTimeoutError) and "queued" in str(failures[stuck.key])
+        engine.shutdown(timeout=WAIT)
+        assert drained.result().endswith(GOLDEN_SHUTDOWN)

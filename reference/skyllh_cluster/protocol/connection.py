@@ -238,14 +238,9 @@ class Connection:
         a registry entry by hand): the connection takes the table's
         transitions for receiving the RegisterCN and sending the ACK, so
         that it is where a connection that registered here would be.
-
-        Raises:
-            LocalProtocolError: ``registration`` does not encode, so no
-                compute node can have sent it.
         """
         if type(registration) is not RegisterCN:
             raise TypeError(f"registration must be a RegisterCN, not {registration!r}")
-        dumps(registration)
         connection = cls(Role.MASTER)
         for trigger in (states.recv("RegisterCN"), states.send("ACK")):
             if connection._apply(trigger) is None:  # pragma: no cover - the table guarantees both
