@@ -341,8 +341,17 @@ def test_an_expired_node_is_dropped_and_sent_nothing(server, caplog):
     assert "live time passed" in caplog.text
 
 
+@pytest.fixture
+def patient_server():
+    """An engine whose broadcasts wait for a node that falls behind (up to WAIT) instead of queueing."""
+    with MasterServer(registration_timeout=WAIT, slow_node_wait=WAIT) as engine:
+        engine.listen("127.0.0.1", 0)
+        yield engine
+
+
 @pytest.mark.usefixtures("send_path")
-def test_a_slow_reader_is_written_to_as_it_reads(server):
+def test_a_slow_reader_is_written_to_as_it_reads(patient_server):
+    server = patient_server
     call = Background(lambda: server.register(1, timeout=WAIT))
     slow = RawNode(server.address, rcvbuf=4096).register()
     call.result()
