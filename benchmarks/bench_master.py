@@ -330,11 +330,11 @@ class _Masters:
 
         from skyllh_cluster.commands import RegisterCN
         from skyllh_cluster.master_node import MasterNode
-        from skyllh_cluster.protocol.connection import encode_command
+        from skyllh_cluster.protocol.connection import encode_command_frame
 
         self.original = original
         self.ours = MasterNode
-        self.register_frame = encode_command(RegisterCN(int(time.time()), 7200))
+        self.register_frame = encode_command_frame(RegisterCN(int(time.time()), 7200))
         self._check_original_binds_loopback()
 
     @staticmethod

@@ -19,6 +19,8 @@ from typing import Any, Callable, Optional, Tuple
 
 from skyllh.cluster import commands as original
 
+from skyllh_cluster.wire.framing import encode_frame
+
 #: The original's ACK frame, from /work/shared/original-skyllh-cluster.md.
 GOLDEN_ACK = bytes.fromhex(
     "310080049526000000000000008c17736b796c6c682e636c75737465722e636f6d6d616e6473948c0341434b9493942981942e"
@@ -31,7 +33,7 @@ WAIT = 10.0  # seconds; the bound of every wait in these tests
 
 
 def frame(payload: bytes) -> bytes:
-    return len(payload).to_bytes(2, "little") + payload
+    return encode_frame(payload)
 
 
 def original_frame(command: Any) -> bytes:
@@ -50,11 +52,11 @@ def register_frame(start: Optional[int] = None, live: int = 7200) -> bytes:
 class RawNode:
     """One raw TCP peer of the master."""
 
-    def __init__(self, address: Tuple[str, int], *, rcvbuf: Optional[int] = None) -> None:
+    def __init__(self, address: Tuple[str, int], *, rcvbuf: Optional[int] = None, timeout: float = WAIT) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(WAIT)
+        self.sock.settimeout(timeout)
         self.sock.connect(address)
         self.reset = False
 
@@ -268,8 +270,12 @@ class LineReader:
         raise TimeoutError("the stream did not end")
 
 
-def start_master_cli(*args: str, prefix: Sequence[str] = ()):
-    """``python -m skyllh_cluster master ARGS``; returns the process and a reader of its stderr."""
+def start_master_cli(*args: str, prefix: Sequence[str] = (), preexec_fn: Optional[Callable[[], None]] = None):
+    """``python -m skyllh_cluster master ARGS``; returns the process and a reader of its stderr.
+
+    ``preexec_fn`` runs in the child before the master starts (e.g. to
+    lower its resource limits).
+    """
     process = _subprocess.Popen(
         [*prefix, _sys.executable, "-m", "skyllh_cluster", "master", *args],
         stdin=_subprocess.PIPE,
@@ -277,6 +283,7 @@ def start_master_cli(*args: str, prefix: Sequence[str] = ()):
         stderr=_subprocess.PIPE,
         env=subprocess_env(),
         encoding="utf-8",
+        preexec_fn=preexec_fn,
     )
     return process, LineReader(process.stderr)
 

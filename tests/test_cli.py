@@ -308,3 +308,104 @@ def test_a_node_lost_before_the_shutdown_exits_1(monkeypatch, capsys):
     assert call.result() == GOLDEN_ACK
     assert status == cli.EXIT_NODES_FAILED
     assert "ShutdownCN: compute node 127.0.0.1:" in capsys.readouterr().err
+
+
+# --- master: errors a user can cause (one line, an exit status that is no verdict) ---------------
+
+
+def run_master_subprocess(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "skyllh_cluster", "master", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        encoding="utf-8",
+        env=subprocess_env(),
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, status: int, says: str) -> None:
+    assert done.returncode == status, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("skyllh-cluster master: "), done.stderr
+    assert says in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_exit_statuses_are_distinct_and_documented():
+    statuses = [cli.EXIT_OK, cli.EXIT_NODES_FAILED, cli.EXIT_USAGE, cli.EXIT_REGISTRATION_TIMEOUT,
+                cli.EXIT_CANNOT_LISTEN, cli.EXIT_INTERNAL_ERROR, cli.EXIT_INTERRUPTED]
+    assert len(set(statuses)) == len(statuses)
+    help_text = " ".join(cli.build_parser().format_help().split())
+    for status in statuses:
+        assert f" {status} " in help_text or f"master: {status} " in help_text
+
+
+def test_a_port_in_use_is_one_line_and_exit_4(port_in_use):
+    done = run_master_subprocess("--n-cn", "1", "--host", "127.0.0.1", "--port", str(port_in_use))
+    assert_one_line_error(done, cli.EXIT_CANNOT_LISTEN, "Address already in use")
+
+
+def test_an_unknown_host_is_one_line_and_exit_4():
+    done = run_master_subprocess("--n-cn", "1", "--host", "nosuchhost.invalid", "--port", "0")
+    assert_one_line_error(done, cli.EXIT_CANNOT_LISTEN, "unknown host")
+
+
+def test_an_address_not_of_this_host_is_one_line_and_exit_4():
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): never assigned to a host.
+    done = run_master_subprocess("--n-cn", "1", "--host", "192.0.2.1", "--port", "0")
+    assert_one_line_error(done, cli.EXIT_CANNOT_LISTEN, "Cannot assign requested address")
+
+
+@pytest.mark.parametrize(
+    "option", [["--timeout", "-1"], ["--port", "70000"], ["--registration-timeout", "0"],
+               ["--send-timeout", "-1"], ["--unregistered-fraction", "1.5"], ["--n-cn", "-1"]]
+)
+def test_a_bad_value_is_one_line_and_exit_2(option):
+    args = ["--host", "127.0.0.1", *option]
+    if "--n-cn" not in option:
+        args = ["--n-cn", "1", *args]
+    if "--port" not in option:
+        args += ["--port", "0"]
+    assert_one_line_error(run_master_subprocess(*args), cli.EXIT_USAGE, option[0])
+
+
+def test_debug_log_level_adds_the_traceback(port_in_use):
+    done = run_master_subprocess(
+        "--n-cn", "1", "--host", "127.0.0.1", "--port", str(port_in_use), "--log-level", "debug"
+    )
+    assert done.returncode == cli.EXIT_CANNOT_LISTEN
+    assert "Traceback" in done.stderr
+    assert done.stderr.splitlines()[-1].startswith("skyllh-cluster master: cannot listen on")
+
+
+def test_a_lost_node_is_one_line_on_stderr():
+    master, stderr = start_master_cli("--n-cn", "2", "--host", "127.0.0.1", "--port", "0")
+    try:
+        port = int(stderr.wait_for(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
+        leaver = RawNode(("127.0.0.1", port)).register()
+        stayer = RawNode(("127.0.0.1", port)).register()
+        stderr.wait_for("^all 2 compute nodes registered$")
+        assert leaver.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+        lost = leaver.key
+        leaver.close()
+        master.stdin.write("hello\n")
+        master.stdin.close()
+        assert stayer.read_to_eof() == GOLDEN_ACK + msg_frame("hello") + GOLDEN_SHUTDOWN
+        assert wait_exit(master) == cli.EXIT_NODES_FAILED
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait()
+    lines = stderr.rest()
+    after_registration = lines[lines.index("all 2 compute nodes registered") + 1 :]
+    about_lost = [line for line in after_registration if lost in line]
+    assert len(about_lost) == 1, about_lost
+    assert "failed" in about_lost[0]

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from skyllh_cluster.clauses import Role
 from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
 from skyllh_cluster.errors import LocalProtocolError, RemoteProtocolError
-from skyllh_cluster.protocol import NEED_DATA, Connection, ConnectionClosed, State, UndecodableFrame, encode_command
+from skyllh_cluster.protocol import NEED_DATA, Connection, ConnectionClosed, State, UndecodableFrame, encode_command_frame
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 
 # Golden frames, as the original sends them (shared/original-skyllh-cluster.md).
@@ -93,7 +93,7 @@ def test_trailing_data_stays_for_the_next_call() -> None:
 
 def test_master_refuses_a_wrong_first_command_and_stays_failed() -> None:
     master = Connection(Role.MASTER)
-    master.receive_data(encode_command(MSG("hi")))
+    master.receive_data(encode_command_frame(MSG("hi")))
     with pytest.raises(RemoteProtocolError) as info:
         master.next_event()
     assert (info.value.clause, info.value.offset) == ("MST-3", 0)
@@ -129,7 +129,7 @@ def test_compute_node_sends_nothing_after_registering() -> None:
 def test_serving_node_skips_undecodable_frames_and_ignores_unhandled_commands() -> None:
     node = Connection(Role.COMPUTE_NODE)
     node.send(RegisterCN(1, 100))
-    node.receive_data(ACK_FRAME + GARBAGE_FRAME + ACK_FRAME + REGISTER_FRAME + encode_command(MSG(1)))
+    node.receive_data(ACK_FRAME + GARBAGE_FRAME + ACK_FRAME + REGISTER_FRAME + encode_command_frame(MSG(1)))
     got = events(node)
     assert got[0] == ACK()
     assert isinstance(got[1], UndecodableFrame) and got[1].payload == b"hello"
@@ -138,7 +138,7 @@ def test_serving_node_skips_undecodable_frames_and_ignores_unhandled_commands() 
     assert node.state is State.SERVING
 
 
-@pytest.mark.parametrize("reply", [encode_command(MSG("no")), SHUTDOWN_FRAME, REGISTER_FRAME, GARBAGE_FRAME])
+@pytest.mark.parametrize("reply", [encode_command_frame(MSG("no")), SHUTDOWN_FRAME, REGISTER_FRAME, GARBAGE_FRAME])
 def test_node_does_not_carry_on_without_an_ack(reply: bytes) -> None:
     node = Connection(Role.COMPUTE_NODE)
     node.send(RegisterCN(1, 100))
@@ -160,7 +160,7 @@ def test_master_speaks_only_after_registration_and_not_after_shutdown() -> None:
 
     node = Connection(Role.COMPUTE_NODE)
     node.send(RegisterCN(1, 100))
-    node.receive_data(ACK_FRAME + SHUTDOWN_FRAME + encode_command(MSG(1)))
+    node.receive_data(ACK_FRAME + SHUTDOWN_FRAME + encode_command_frame(MSG(1)))
     assert events_until_error(node) == [ACK(), ShutdownCN()]
 
 
@@ -209,11 +209,11 @@ def test_a_message_too_large_for_a_frame_changes_nothing() -> None:
         master.send(MSG("x" * 70000))
     assert info.value.clause == "FRM-2"
     assert master.state is State.SERVING
-    assert master.send(MSG("fits")) == encode_command(MSG("fits"))
+    assert master.send(MSG("fits")) == encode_command_frame(MSG("fits"))
 
 
 def test_broadcast_frames_are_encoded_once_by_the_caller() -> None:
-    frame = encode_command(MSG("all"))
+    frame = encode_command_frame(MSG("all"))
     masters = [Connection(Role.MASTER) for _ in range(3)]
     for master in masters:
         master.receive_data(REGISTER_FRAME)
@@ -309,14 +309,14 @@ def test_need_data_is_one_sentinel_even_through_copying() -> None:
 
 def serving_master(start_time: int = 1732560000, live_time: int = 7200) -> Connection:
     master = Connection(Role.MASTER)
-    master.receive_data(encode_command(RegisterCN(start_time, live_time)))
+    master.receive_data(encode_command_frame(RegisterCN(start_time, live_time)))
     events(master)
     master.send(ACK())
     return master
 
 
 def test_plan_broadcast_matches_one_send_per_connection() -> None:
-    from skyllh_cluster.protocol import plan_broadcast
+    plan_broadcast = Connection.plan_broadcast
 
     fresh = Connection(Role.MASTER)  # not registered: the ACK comes first
     due = serving_master(live_time=10)  # its live time is over at `now`
@@ -325,7 +325,7 @@ def test_plan_broadcast_matches_one_send_per_connection() -> None:
     ready = [serving_master(), serving_master()]
     conns = [ready[0], fresh, due, done, ready[1]]
     plan = plan_broadcast(conns, MSG("all"), now=1732560000 + 100)
-    assert plan.frame == encode_command(MSG("all"))
+    assert plan.frame == encode_command_frame(MSG("all"))
     assert plan.sendable == [0, 4] and plan.expired == [2]
     assert [(i, e.clause) for i, e in plan.refused] == [(1, "MST-2"), (3, "MST-5")]
     assert [c.state for c in conns] == [State.SERVING, State.AWAIT_REGISTRATION, State.EXPIRED, State.SHUT_DOWN, State.SERVING]
@@ -337,7 +337,7 @@ def test_plan_broadcast_matches_one_send_per_connection() -> None:
 
 
 def test_plan_broadcast_moves_states_and_records_registrations() -> None:
-    from skyllh_cluster.protocol import plan_broadcast
+    plan_broadcast = Connection.plan_broadcast
 
     masters = [serving_master() for _ in range(3)]
     plan = plan_broadcast(masters, ShutdownCN(), now=0)
@@ -391,7 +391,7 @@ def _one_by_one(conns: List[Connection], command: object, now: float) -> tuple:
 @example(kinds=["serving"] * 2 + ["serving, live time over"], command=MSG("all"))  # one due: the full loop
 @example(kinds=["not registered"] * 2, command=MSG("all"))  # one state that refuses
 def test_plan_broadcast_equals_expire_then_send_on_each_connection(kinds: List[str], command: object) -> None:
-    from skyllh_cluster.protocol import plan_broadcast
+    plan_broadcast = Connection.plan_broadcast
 
     planned = [COHORT_KINDS[kind]() for kind in kinds]
     alone = [COHORT_KINDS[kind]() for kind in kinds]
@@ -404,7 +404,7 @@ def test_plan_broadcast_equals_expire_then_send_on_each_connection(kinds: List[s
 
 
 def test_plan_broadcast_refuses_what_is_not_a_command_or_does_not_encode() -> None:
-    from skyllh_cluster.protocol import plan_broadcast
+    plan_broadcast = Connection.plan_broadcast
 
     master = serving_master()
     with pytest.raises(TypeError):
@@ -420,3 +420,17 @@ def test_transitions_are_logged_at_debug_level(caplog: pytest.LogCaptureFixture)
     with caplog.at_level(logging.DEBUG, logger="skyllh_cluster.protocol.connection"):
         Connection(Role.COMPUTE_NODE).send(RegisterCN(1, 2))
     assert "COMPUTE_NODE: CONNECTED --send RegisterCN--> AWAIT_ACK" in caplog.text
+
+
+def test_a_connection_registered_elsewhere_is_serving_with_its_registration() -> None:
+    registration = RegisterCN(1732560000, 100)
+    master = Connection.registered_elsewhere(registration)
+    assert master.role is Role.MASTER and master.state is State.SERVING
+    assert master.registration == registration
+    assert master.deadline == 1732560100
+    assert master.send(MSG("go")) == encode_command_frame(MSG("go"))
+
+
+def test_registered_elsewhere_takes_only_a_registercn() -> None:
+    with pytest.raises(TypeError):
+        Connection.registered_elsewhere(MSG(1))  # type: ignore[arg-type]

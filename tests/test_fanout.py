@@ -62,14 +62,14 @@ def test_small_lists_are_worked_on_the_callers_thread():
     pool = FanOut(4)
     names = pool.map_chunks(thread_names, list(range(fanout.PARALLEL_MINIMUM - 1)))
     assert set(names) == {threading.current_thread().name}
-    assert pool._pool is None  # no threads were started
+    assert not pool.started  # no threads were started
     pool.close()
 
 
 def test_one_thread_means_no_pool_whatever_the_size():
     pool = FanOut(1)
     assert set(pool.map_chunks(thread_names, list(range(5000)))) == {threading.current_thread().name}
-    assert pool._pool is None
+    assert not pool.started
     pool.close()
     pool.close()  # idempotent
 

@@ -21,6 +21,7 @@ from master_peers import (
     GOLDEN_SHUTDOWN,
     WAIT,
     Background,
+    frame,
     RawNode,
     malicious_frame,
     msg_frame,
@@ -39,6 +40,7 @@ from skyllh_cluster.master import (
 )
 from skyllh_cluster.master import fanout
 from skyllh_cluster.master.fdlimit import ensure_fd_limit
+from skyllh_cluster.protocol import Connection
 from skyllh_cluster.protocol.states import State
 
 LOGGER = "skyllh_cluster.master.server"
@@ -54,11 +56,11 @@ def server():
 @pytest.fixture(params=["C loop", "Python loop"])
 def send_path(request, monkeypatch):
     """Run a broadcast test with each way of making the sends (see master/_sendmany.c)."""
-    from skyllh_cluster.master import server as server_module
+    from skyllh_cluster.master import node as node_module
 
-    if request.param == "Python loop":
-        monkeypatch.setattr(server_module, "_native_send_each", None)
-    elif server_module._native_send_each is None:  # pragma: no cover - tests/test_sendmany.py fails then on Linux
+    if request.param == "Python loop":  # the documented test hook of master/node.py
+        monkeypatch.setattr(node_module, "native_send_each", None)
+    elif node_module.native_send_each is None:  # pragma: no cover - tests/test_sendmany.py fails then on Linux
         pytest.skip("the C loop is not built here")
     return request.param
 
@@ -98,8 +100,10 @@ def test_the_ack_of_a_registercn_rides_on_the_ack_frame(server):
     from skyllh_cluster.master import server as server_module
 
     assert server_module.DELAYED_ACK
-    assert server._listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0  # a new socket says 1
     (node,) = register_nodes(server, 1)
+    # A new socket says 1; the accepted one inherited 0 from the listener.
+    (accepted,) = server.connections
+    assert accepted.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK) == 0
     # The accepted connection inherited delayed ACKs from the listener, so
     # the node received two segments in all: the SYN-ACK and the ACK frame,
     # which acknowledged its RegisterCN (no pure ACK before it).  The kernel
@@ -141,10 +145,7 @@ def test_bad_peers_are_closed_without_ack_and_logged_while_others_register(serve
     wrong_first = RawNode(server.address).send(GOLDEN_ACK)
     malicious = RawNode(server.address).send(malicious_frame(str(canary)))
     old_style = RawNode(server.address).send(
-        len(p := pickle.dumps(__import__("master_peers").MaliciousReduce(f"touch {canary}"), protocol=2)).to_bytes(
-            2, "little"
-        )
-        + p
+        frame(pickle.dumps(__import__("master_peers").MaliciousReduce(f"touch {canary}"), protocol=2))
     )
     stalled = RawNode(server.address).send(b"\x66\x00\x80\x04")  # 4 bytes of a 104-byte frame
     for bad in (garbage, wrong_first, malicious, old_style):
@@ -228,7 +229,18 @@ def test_register_needs_listen_and_a_sane_count():
         assert engine.register(0) == []
 
 
-@pytest.mark.parametrize("kwargs", [{"blocksize": 0}, {"blocksize": True}, {"registration_timeout": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"blocksize": 0},
+        {"blocksize": True},
+        {"registration_timeout": 0},
+        {"unregistered_fraction": 0},
+        {"unregistered_fraction": 1.5},
+        {"slow_node_wait": -1},
+        {"max_queued": -1},
+    ],
+)
 def test_bad_engine_arguments(kwargs):
     with pytest.raises(ValueError):
         MasterServer(**kwargs)
@@ -299,7 +311,8 @@ def test_a_write_error_fails_only_that_node(server):
 
 
 def test_a_node_that_speaks_after_registering_is_dropped(server, caplog):
-    caplog.set_level(logging.WARNING, logger=LOGGER)
+    # Logged at INFO: inside a broadcast the result reports the loss (one line for a CLI user).
+    caplog.set_level(logging.INFO, logger=LOGGER)
     nodes = register_nodes(server, 2)
     nodes[0].send(GOLDEN_ACK)  # a compute node sends nothing after RegisterCN (CN-5)
     time.sleep(0.1)
@@ -328,8 +341,17 @@ def test_an_expired_node_is_dropped_and_sent_nothing(server, caplog):
     assert "live time passed" in caplog.text
 
 
+@pytest.fixture
+def patient_server():
+    """An engine whose broadcasts wait for a node that falls behind (up to WAIT) instead of queueing."""
+    with MasterServer(registration_timeout=WAIT, slow_node_wait=WAIT) as engine:
+        engine.listen("127.0.0.1", 0)
+        yield engine
+
+
 @pytest.mark.usefixtures("send_path")
-def test_a_slow_reader_is_written_to_as_it_reads(server):
+def test_a_slow_reader_is_written_to_as_it_reads(patient_server):
+    server = patient_server
     call = Background(lambda: server.register(1, timeout=WAIT))
     slow = RawNode(server.address, rcvbuf=4096).register()
     call.result()
@@ -432,17 +454,28 @@ class _ScriptedTime:
 
 
 class _ScriptedPoller:
-    """Reports the wake-up pipe ready at the given polls; records each poll's timeout."""
+    """Reports an event at the given polls; records each poll's timeout; stops the engine after ``polls``.
 
-    def __init__(self, wake_token: object, ready_at: set, polls: int) -> None:
+    The event is for the first token the engine registered (its wake-up
+    pipe): a spurious readiness, which the engine must take in its stride.
+    """
+
+    def __init__(self, ready_at: set, polls: int) -> None:
         self.timeouts: list = []
-        self._wake_token, self._ready_at, self.polls = wake_token, ready_at, polls
+        self.tokens: list = []
+        self.engine: "MasterServer | None" = None
+        self._ready_at, self.polls = ready_at, polls
 
     def poll(self, timeout):
         self.timeouts.append(timeout)
-        return [(self._wake_token, 1)] if len(self.timeouts) - 1 in self._ready_at else []
+        if len(self.timeouts) >= self.polls:
+            self.engine.stop()  # type: ignore[union-attr]
+        return [(self.tokens[0], 1)] if len(self.timeouts) - 1 in self._ready_at else []
 
-    def register(self, *args) -> None:
+    def register(self, fd, events, data) -> None:
+        self.tokens.append(data)
+
+    def unregister(self, fd) -> None:
         pass
 
     def close(self) -> None:
@@ -455,11 +488,11 @@ def test_the_loop_naps_during_a_burst_and_blocks_again_after_it(monkeypatch, rea
 
     clock = _ScriptedTime()
     monkeypatch.setattr(server_module, "time", clock)
-    with MasterServer() as engine:
-        engine._open_wake_pair()
-        poller = _ScriptedPoller(server_module._WAKE, ready_at, polls=60)
-        engine._poller = poller
-        assert engine._run(lambda: len(poller.timeouts) >= poller.polls, None)
+    poller = _ScriptedPoller(ready_at, polls=60)
+    with MasterServer(poller=poller) as engine:  # the documented test hook
+        poller.engine = engine
+        engine.listen("127.0.0.1", 0)
+        assert engine.serve_script([]) == 0  # runs the loop until the poller stops it
     timeouts = poller.timeouts
     # Blocks while idle; after each event, polls without blocking and naps on
     # its own timer instead of waiting to be woken, until BURST_QUIET passes.
@@ -531,13 +564,13 @@ def test_stop_is_safe_when_the_wakeup_is_already_pending():
     engine = MasterServer()
     engine.stop()  # nothing to wake yet: ignored
     engine.listen("127.0.0.1", 0)
-    for _ in range(2):  # the second serve_script reuses the wake-up pair
+    for served in (1, 2):  # the second serve_script reuses the wake-up pair, with wake-ups still pending
         call = Background(lambda: engine.serve_script([]))
-        wait_for(lambda: engine._accepting, "serve_script to accept")
+        node = RawNode(engine.address).register()  # served: the loop runs
+        assert node.read_to_eof() == GOLDEN_ACK + GOLDEN_SHUTDOWN
         for _ in range(100_000):  # more than the socket buffer holds
             engine.stop()
-        assert call.result() == 0
-        engine._drain_wake()
+        assert call.result() == served  # (the count is the engine's, over every call)
     engine.close()
     engine.stop()  # closed: ignored
     engine.close()  # idempotent
@@ -562,13 +595,12 @@ def test_every_descriptor_is_released_on_close():
 
 def test_adopt_and_discard_a_node_made_elsewhere(server):  # noqa: D103
     from skyllh_cluster.master import Node
-    from skyllh_cluster.master_node import _registered_connection
 
     listener = socket.create_server(("127.0.0.1", 0))
     raw = RawNode(listener.getsockname())
     accepted, peer = listener.accept()
     listener.close()
-    node = Node(accepted, peer[0], peer[1], _registered_connection(int(time.time()), 100), time.monotonic())
+    node = Node(accepted, peer[0], peer[1], Connection.registered_elsewhere(RegisterCN(int(time.time()), 100)), time.monotonic())
     server.adopt(node)
     assert node.connection.state is State.SERVING
     assert server.broadcast(MSG("adopted"), [node]).delivered == (node.key,)
@@ -652,3 +684,83 @@ def test_accepting_pauses_when_descriptors_run_out(caplog, monkeypatch):
         for node in nodes:
             assert node.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
     assert "cannot accept connections" in caplog.text
+
+
+# --- load shedding (F8) and slow nodes (F9) ------------------------------------------------------
+
+
+def test_the_registration_bound_is_3_s_by_default():
+    import inspect
+
+    assert inspect.signature(MasterServer).parameters["registration_timeout"].default == 3.0
+
+
+def test_at_the_cap_the_oldest_unregistered_connection_is_shed_and_logged_once(caplog):
+    import resource
+
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    with MasterServer(registration_timeout=WAIT, unregistered_fraction=8 / soft) as engine:
+        engine.listen("127.0.0.1", 0)
+        call = Background(lambda: engine.register(1, timeout=WAIT))
+        wait_for(lambda: engine.unregistered_cap == 8, "the cap to be set")
+        silent = [RawNode(engine.address) for _ in range(20)]
+        # The first silent connections are shed, oldest first, as the later ones come in.
+        assert silent[0].read_to_eof() == b""
+        honest = RawNode(engine.address).register()
+        assert honest.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+        assert [node.key for node in call.result()] == [honest.key]
+    shed_warnings = [r for r in caplog.records if "have not registered (the cap" in r.getMessage()]
+    assert len(shed_warnings) == 1
+    assert "unregistered connection(s) to stay under the cap" in caplog.text
+    for node in silent:
+        node.close()
+
+
+@pytest.mark.usefixtures("send_path")
+def test_a_node_that_falls_behind_is_queued_and_caught_up_in_later_calls(server):
+    call = Background(lambda: server.register(2, timeout=WAIT))
+    lagging = RawNode(server.address, rcvbuf=4096).register()
+    fast = RawNode(server.address).register()
+    call.result()
+    big = "q" * 60000
+    drained = Background(fast.read_to_eof)
+    queued = None
+    sent = 0
+    for _ in range(200):  # bounded: the lagging node's buffers fill after a few frames
+        result = server.broadcast(MSG(big), timeout=WAIT)
+        sent += 1
+        assert result.ok and fast.key in result.delivered
+        if result.queued:
+            queued = result
+            break
+    assert queued is not None and queued.queued == (lagging.key,) and lagging.key not in queued.delivered
+    # Now it reads: the rest is written by the loop during the shutdown's call.
+    reader = Background(lagging.read_to_eof)
+    final = server.shutdown(timeout=WAIT)
+    assert set(final.delivered) == {lagging.key, fast.key}
+    expected = GOLDEN_ACK + msg_frame(big) * sent + GOLDEN_SHUTDOWN
+    assert reader.result() == expected
+    assert drained.result() == expected
+
+
+@pytest.mark.usefixtures("send_path")
+def test_a_node_over_max_queued_fails_alone_even_without_a_timeout():
+    with MasterServer(registration_timeout=WAIT, max_queued=200_000, slow_node_wait=0) as engine:
+        engine.listen("127.0.0.1", 0)
+        call = Background(lambda: engine.register(2, timeout=WAIT))
+        stuck = RawNode(engine.address, rcvbuf=4096).register()
+        good = RawNode(engine.address).register()
+        call.result()
+        drained = Background(good.read_to_eof)
+        big = "y" * 60000
+        failures = {}
+        for _ in range(300):  # bounded; the stuck node never reads
+            result = engine.broadcast(MSG(big), timeout=None)
+            failures.update(result.failed)
+            if failures:
+                break
+        assert list(failures) == [stuck.key]
+        assert isinstance(failures[stuck.key], SendTimeoutError) and "queued" in str(failures[stuck.key])
+        engine.shutdown(timeout=WAIT)
+        assert drained.result().endswith(GOLDEN_SHUTDOWN)

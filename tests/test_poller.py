@@ -130,11 +130,7 @@ class _RecordingEpoll:
 )
 def test_epoll_timeouts_are_rounded_up_to_whole_milliseconds(asked, given):
     # epoll counts milliseconds: 0.1 ms rounded down would be a busy loop.
-    poller = EpollPoller()
-    real, poller._epoll = poller._epoll, _RecordingEpoll()
-    try:
-        assert poller.poll(asked) == []
-        assert poller._epoll.timeouts == [pytest.approx(given)]
-    finally:
-        poller._epoll = real
-        poller.close()
+    recording = _RecordingEpoll()
+    poller = EpollPoller(recording)  # the documented test hook
+    assert poller.poll(asked) == []
+    assert recording.timeouts == [pytest.approx(given)]

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from skyllh_cluster.master import server as server_module
+from skyllh_cluster.master import node as node_module
 
 sendmany = pytest.importorskip("skyllh_cluster.master._sendmany") if sys.platform != "linux" else None
 if sendmany is None:  # on Linux the package is built with it: its absence is a failure, not a skip
@@ -20,7 +20,7 @@ if sendmany is None:  # on Linux the package is built with it: its absence is a 
 
 
 def test_the_engine_uses_the_c_loop_where_it_is_built():
-    assert server_module._native_send_each is sendmany.send_each
+    assert node_module.native_send_each is sendmany.send_each
 
 
 def test_each_socket_gets_the_bytes_in_order():
@@ -55,7 +55,7 @@ def test_failures_come_back_as_minus_errno_and_do_not_stop_the_others():
         assert results == [-errno.EAGAIN, -errno.EPIPE, -errno.EBADF, 3]
         assert fine_peer.recv(3) == b"abc"
         # The engine turns them into what socket.send gives: 0 for a full buffer, else the error.
-        outcomes = [server_module._outcome(taken) for taken in results]
+        outcomes = [node_module.outcome_of_send(taken) for taken in results]
         assert outcomes[0] == 0 and outcomes[3] == 3
         assert isinstance(outcomes[1], BrokenPipeError) and outcomes[1].errno == errno.EPIPE
         assert isinstance(outcomes[2], OSError) and outcomes[2].errno == errno.EBADF

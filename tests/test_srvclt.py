@@ -21,6 +21,7 @@ from skyllh_cluster.clauses import CLAUSES
 from skyllh_cluster.commands import ACK, MSG
 from skyllh_cluster.errors import LocalProtocolError, RemoteProtocolError
 from skyllh_cluster.srvclt import Message, read_from_socket, receive_object_from_socket, send_to_socket
+from skyllh_cluster.wire.framing import encode_frame
 from socket_reads import recv_exactly, recv_until_eof
 
 TIMEOUT = 10.0
@@ -250,7 +251,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(pair, tmp_path
     client, peer = pair
     marker = tmp_path / "ran"
     payload = pickle.dumps(RunsACommand(str(marker)), protocol=4)
-    client.sendall(len(payload).to_bytes(2, "little") + payload)
+    client.sendall(encode_frame(payload))
     with pytest.raises(RemoteProtocolError):
         receive_object_from_socket(peer)
     assert not marker.exists()

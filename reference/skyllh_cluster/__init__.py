@@ -22,7 +22,7 @@ from .protocol import (
     ConnectionClosed,
     State,
     UndecodableFrame,
-    encode_command,
+    encode_command_frame,
 )
 from .scenario import SCENARIO_PAYLOADS
 
@@ -46,7 +46,7 @@ __all__ = [
     "NEED_DATA",
     "ConnectionClosed",
     "UndecodableFrame",
-    "encode_command",
+    "encode_command_frame",
     "CLAUSES",
     "Clause",
     "Level",

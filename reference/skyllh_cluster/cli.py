@@ -25,7 +25,17 @@ from .master.reports import BroadcastResult, RegistrationTimeout
 from .master.server import MasterServer
 from .scenario import SCENARIO_PAYLOADS
 
-__all__ = ["main", "build_parser", "EXIT_OK", "EXIT_NODES_FAILED", "EXIT_USAGE", "EXIT_REGISTRATION_TIMEOUT"]
+__all__ = [
+    "main",
+    "build_parser",
+    "EXIT_OK",
+    "EXIT_NODES_FAILED",
+    "EXIT_USAGE",
+    "EXIT_REGISTRATION_TIMEOUT",
+    "EXIT_CANNOT_LISTEN",
+    "EXIT_INTERNAL_ERROR",
+    "EXIT_INTERRUPTED",
+]
 
 #: Every node registered and was sent every message and the ShutdownCN.
 EXIT_OK = 0
@@ -35,6 +45,12 @@ EXIT_NODES_FAILED = 1
 EXIT_USAGE = 2
 #: ``--timeout`` passed before ``--n-cn`` nodes registered.
 EXIT_REGISTRATION_TIMEOUT = 3
+#: The master could not listen: the port is in use, the address is not
+#: this host's, or the host name does not resolve.  Not a verdict on nodes.
+EXIT_CANNOT_LISTEN = 4
+#: An unexpected error inside the master (a defect; ``--log-level debug``
+#: shows its traceback).  Not a verdict on nodes.
+EXIT_INTERNAL_ERROR = 5
 #: Interrupted with Ctrl-C while registering or broadcasting.
 EXIT_INTERRUPTED = 130
 
@@ -57,7 +73,9 @@ examples:
   skyllh-cluster master --scenario conformance --host 127.0.0.1 --port 0
 
 exit status of master: 0 all nodes served, 1 some node failed (see stderr),
-2 bad arguments, 3 registration timed out, 130 interrupted."""
+2 bad arguments, 3 registration timed out, 4 cannot listen (port in use,
+address not this host's, unknown host), 5 internal error, 130 interrupted.
+Each error is one line on stderr; --log-level debug adds the traceback."""
 
 _MASTER_DESCRIPTION = """\
 Register --n-cn compute nodes (progress on stderr), then send each line of
@@ -124,16 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
     master.add_argument(
         "--registration-timeout",
         type=float,
-        default=30.0,
+        default=3.0,
         metavar="S",
-        help="close a connection that has not sent its whole RegisterCN after S seconds (default: 30)",
+        help="close a connection that has not sent its whole RegisterCN after S seconds (default: 3, "
+        "below the conformance kit's 5 s registration budget)",
+    )
+    master.add_argument(
+        "--unregistered-fraction",
+        type=float,
+        default=0.5,
+        metavar="F",
+        help="cap the connections that have not registered at F of the open-file limit and of memory; "
+        "at the cap the oldest is closed (default: 0.5)",
     )
     master.add_argument(
         "--send-timeout",
         type=float,
         default=60.0,
         metavar="S",
-        help="a node that does not take a message within S seconds fails (default: 60)",
+        help="a node that leaves bytes untaken for S seconds fails; a slow node holds a line's broadcast "
+        "to the others for at most 1 s (default: 60)",
     )
     return parser
 
@@ -147,22 +175,68 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     if args.command == "compute-node":
         return compute_node.run_compute_node(args.master_addr, args.master_port, args.live_time)
-    host = args.host if args.host is not None else _default_host()
+    return _run_master(args, debug=level == "debug")
+
+
+class _CannotListen(Exception):
+    """The master's listening socket could not be made (exit status EXIT_CANNOT_LISTEN)."""
+
+
+def _master_usage_error(args: Any) -> Optional[str]:
+    """What is wrong with the master's options that argparse does not check, if anything."""
     if args.n_cn is not None and args.n_cn < 0:
-        print("skyllh-cluster master: --n-cn must not be negative", file=sys.stderr)
+        return "--n-cn must not be negative"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be 0 to 65535, not {args.port}"
+    if args.timeout is not None and not args.timeout >= 0:
+        return f"--timeout must not be negative, not {args.timeout:g}"
+    if not args.registration_timeout > 0:
+        return f"--registration-timeout must be positive, not {args.registration_timeout:g}"
+    if not args.send_timeout >= 0:
+        return f"--send-timeout must not be negative, not {args.send_timeout:g}"
+    if not 0 < args.unregistered_fraction <= 1:
+        return f"--unregistered-fraction must be above 0 and at most 1, not {args.unregistered_fraction:g}"
+    return None
+
+
+def _run_master(args: Any, debug: bool) -> int:
+    """The ``master`` subcommand: every error is one line on stderr and an exit status (see the epilog)."""
+    problem = _master_usage_error(args)
+    if problem is not None:
+        print(f"skyllh-cluster master: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    with MasterServer(registration_timeout=args.registration_timeout) as server:
-        try:
+    host = args.host if args.host is not None else _default_host()
+    try:
+        with MasterServer(
+            registration_timeout=args.registration_timeout, unregistered_fraction=args.unregistered_fraction
+        ) as server:
             if args.scenario is not None:
                 return _serve_scenario(server, host, args.port)
             return _register_and_broadcast(server, host, args, sys.stdin)
-        except KeyboardInterrupt:
-            print("skyllh-cluster master: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("skyllh-cluster master: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _CannotListen as exc:
+        _print_error(str(exc), exc.__cause__, debug)
+        return EXIT_CANNOT_LISTEN
+    except Exception as exc:  # a defect: one line, the traceback only when asked for
+        _print_error(f"internal error: {type(exc).__name__}: {exc}", exc, debug)
+        return EXIT_INTERNAL_ERROR
+
+
+def _print_error(message: str, cause: Optional[BaseException], debug: bool) -> None:
+    if debug and cause is not None:
+        logging.getLogger(__name__).debug("traceback", exc_info=cause)
+    print(f"skyllh-cluster master: {message}", file=sys.stderr)
 
 
 def _listen(server: MasterServer, host: str, port: int, backlog: int) -> None:
-    bound_host, bound_port = server.listen(host, port, backlog=backlog)
+    try:
+        bound_host, bound_port = server.listen(host, port, backlog=backlog)
+    except socket.gaierror as exc:
+        raise _CannotListen(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from exc
+    except OSError as exc:
+        raise _CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     print(f"listening on {bound_host}:{bound_port}", file=sys.stderr, flush=True)
 
 

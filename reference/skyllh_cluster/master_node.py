@@ -17,13 +17,23 @@ the original breaks, this one holds:
   malicious pickle is closed without an ACK and logged; the registration of
   the others goes on (MST-3, MST-4).  Nothing received is unpickled.
 * ``register_compute_nodes`` takes an overall ``timeout`` and bounds each
-  connection's registration (``registration_timeout``, MST-7).
+  connection's registration (``registration_timeout``, 3 s by default,
+  MST-7).  Connections that have not registered are capped at a share of
+  the open-file and memory limits (``unregistered_fraction``); at the cap
+  the oldest is closed, so a flood of silent connections cannot keep an
+  honest node out.
 * ``send_request`` and ``shutdown_compute_nodes`` encode the command once and
   write it to every live node, whatever happens to the others (MST-8).  They
   return a :class:`~skyllh_cluster.master.reports.BroadcastResult`; if any
   node failed they raise one
   :class:`~skyllh_cluster.master.reports.BroadcastError` *afterwards*, which
   lists every failed node and its cause.  Failed nodes leave the registry.
+* A slow node costs only itself: ``send_request`` returns once every node has
+  the frame in its socket, has failed, or has the rest queued in the master
+  (it waits at most ``slow_node_wait``, 1 s, for a node that falls behind,
+  and not at all for one already behind).  The queued rest is written
+  during later calls; a node with more than ``max_queued`` bytes queued, or
+  with bytes queued for longer than ``send_timeout``, fails.
 * A node whose live time has passed is dropped from the registry and sent
   nothing (MST-9).
 * ``shutdown_compute_nodes`` closes each connection after its ShutdownCN
@@ -40,12 +50,11 @@ import socket
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .clauses import Role
-from .commands import ACK, MSG, Command, RegisterCN, ShutdownCN
+from .commands import MSG, Command, RegisterCN, ShutdownCN
 from .master.node import Node
 from .master.reports import BroadcastError, BroadcastResult, RegistrationTimeout
-from .master.server import MasterServer
-from .protocol.connection import Connection, encode_command
+from .master.server import MAX_QUEUED, MasterServer
+from .protocol.connection import Connection
 
 __all__ = ["CNRegistryEntry", "MasterNode", "BroadcastError", "BroadcastResult", "RegistrationTimeout"]
 
@@ -53,15 +62,6 @@ logger = logging.getLogger(__name__)
 
 _node_of = operator.attrgetter("_node")
 _server_of = operator.attrgetter("_server")
-
-
-def _registered_connection(cn_start_time: Any, cn_live_time: Any) -> Connection:
-    """A master's connection taken through a registration, for a node registered elsewhere."""
-    connection = Connection(Role.MASTER)
-    connection.receive_data(encode_command(RegisterCN(cn_start_time, cn_live_time)))
-    connection.next_event()
-    connection.send(ACK())
-    return connection
 
 
 class CNRegistryEntry:
@@ -78,7 +78,7 @@ class CNRegistryEntry:
     __slots__ = ("_node", "_server", "__weakref__")
 
     def __init__(self, sock: socket.socket, addr: str, port: int, cn_start_time: Any, cn_live_time: Any) -> None:
-        connection = _registered_connection(cn_start_time, cn_live_time)
+        connection = Connection.registered_elsewhere(RegisterCN(cn_start_time, cn_live_time))
         self._node = Node(sock, addr, port, connection, time.monotonic())
         self._server: Optional[MasterServer] = None
 
@@ -159,13 +159,22 @@ class MasterNode:
     """A master node that compute nodes register with, and that hands them work.
 
     Args:
-        send_timeout: Seconds a broadcast or a ``send_command`` may wait for
-            slow nodes to take their frame; ``None`` waits as long as needed.
-            A node that is still not written to then counts as failed.
+        send_timeout: Seconds a node may keep bytes queued in the master
+            (it reads slowly) before it fails, and the longest a
+            ``shutdown_compute_nodes`` or ``send_command`` waits for a node
+            to take its frame; ``None`` waits as long as needed.
+        slow_node_wait: Seconds a ``send_request`` waits for a node that
+            falls behind in it before it returns with the rest queued.
+        max_queued: Bytes that may be queued in the master for one node; a
+            node over it fails.
     """
 
-    def __init__(self, *, send_timeout: Optional[float] = 60.0) -> None:
+    def __init__(
+        self, *, send_timeout: Optional[float] = 60.0, slow_node_wait: float = 1.0, max_queued: int = MAX_QUEUED
+    ) -> None:
         self.send_timeout = send_timeout
+        self._engine_options: Dict[str, Any] = {"slow_node_wait": slow_node_wait, "max_queued": max_queued}
+        MasterServer(**self._engine_options).close()  # refuses bad options now, not at the first broadcast
         self._server: Optional[MasterServer] = None
         self.cn_registry: Dict[str, CNRegistryEntry] = dict()
         # The engine, the registry's entries and their nodes at the last broadcast.
@@ -208,7 +217,8 @@ class MasterNode:
         *,
         host: Optional[str] = None,
         timeout: Optional[float] = None,
-        registration_timeout: float = 30.0,
+        registration_timeout: float = 3.0,
+        unregistered_fraction: float = 0.5,
     ) -> None:
         """Wait until ``n_cn`` compute nodes have registered.
 
@@ -224,6 +234,9 @@ class MasterNode:
             timeout: Overall seconds to wait; ``None`` waits for ever.
             registration_timeout: Seconds one connection may take to send its
                 whole RegisterCN before it is closed (MST-7).
+            unregistered_fraction: Connections that have not registered yet
+                are capped at this fraction of the open-file limit and of
+                the memory available; at the cap the oldest is closed.
 
         Raises:
             RegistrationTimeout: fewer than ``n_cn`` nodes registered within
@@ -235,7 +248,12 @@ class MasterNode:
             self._server.close()
         if host is None:
             host = socket.getfqdn(socket.gethostname())
-        server = MasterServer(blocksize=blocksize, registration_timeout=registration_timeout)
+        server = MasterServer(
+            blocksize=blocksize,
+            registration_timeout=registration_timeout,
+            unregistered_fraction=unregistered_fraction,
+            **self._engine_options,
+        )
         self._server = server
         logger.debug("listening on %s:%d for %d compute nodes", host, master_port, n_cn)
         server.listen(host, master_port, backlog=max(n_cn, 128))
@@ -257,7 +275,11 @@ class MasterNode:
     def send_request(self, msg: Any) -> BroadcastResult:
         """Send ``MSG(msg)`` to every registered compute node.
 
-        Returns the :class:`BroadcastResult` when every live node got it.
+        Returns the :class:`BroadcastResult` when no node failed: every
+        live node has the frame in its socket, or (a slow node, listed in
+        ``queued``) the rest of it queued in the master, written during
+        later calls.  A node that falls behind holds this call for at most
+        ``slow_node_wait`` seconds; one already behind does not hold it.
 
         Raises:
             BroadcastError: some nodes failed, after every other live node
@@ -297,7 +319,7 @@ class MasterNode:
                 entry = next(entry for entry in entries if type(entry) is kind)
                 raise TypeError(f"cn_registry holds {entry!r}, which is not a CNRegistryEntry")
         if self._server is None:
-            self._server = MasterServer()
+            self._server = MasterServer(**self._engine_options)
         server = self._server
         if set(map(_server_of, entries)) <= {server}:  # every entry is already the engine's
             nodes: List[Node] = list(map(_node_of, entries))

@@ -71,6 +71,11 @@ class FanOut:
             future.result()
         return outcomes  # type: ignore[return-value]
 
+    @property
+    def started(self) -> bool:
+        """Whether the pool's threads have been started (they are only for large lists)."""
+        return self._pool is not None
+
     def close(self) -> None:
         """Stop the threads (they are idle between calls)."""
         if self._pool is not None:

@@ -9,14 +9,18 @@ of its own: those come from the connection, and what to do about them from
 
 from __future__ import annotations
 
+import errno
+import operator
+import os
 import socket
+import time
 from collections import deque
-from typing import Deque, Optional, Tuple, Union
+from typing import Deque, List, Optional, Sequence, Tuple, Union
 
 from ..commands import RegisterCN
 from ..protocol.connection import Connection
 
-__all__ = ["Node"]
+__all__ = ["Node", "send_frame_to_each", "outcome_of_send", "BEHIND", "native_send_each"]
 
 _Chunk = Union[bytes, memoryview]
 
@@ -46,6 +50,7 @@ class Node:
         "close_when_flushed",
         "_outbox",
         "events",
+        "behind_since",
     )
 
     def __init__(self, sock: socket.socket, addr: str, port: int, connection: Connection, accepted_at: float) -> None:
@@ -66,6 +71,9 @@ class Node:
         self._outbox: "Deque[_Chunk] | Tuple[()]" = ()
         #: The selector events the engine watches for this node (0: none).
         self.events = 0
+        #: ``time.monotonic()`` when bytes were last queued for the node
+        #: after none were (meaningful while :attr:`has_queued`).
+        self.behind_since = 0.0
 
     @property
     def registration(self) -> Optional[RegisterCN]:
@@ -108,6 +116,7 @@ class Node:
             return True
         if not self._outbox:
             self._outbox = deque()
+            self.behind_since = time.monotonic()
         self._outbox.append(memoryview(data)[sent:])  # type: ignore[union-attr]
         return False
 
@@ -132,3 +141,65 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node {self.key} {self.connection.state.name}{' closed' if self.closed else ''}>"
+
+
+#: What :func:`send_frame_to_each` returns for a node that has bytes queued.
+BEHIND = "behind queued bytes"
+
+try:  # the optional C loop of send(2) calls (master/_sendmany.c)
+    from ._sendmany import send_each as native_send_each
+except ImportError:  # pragma: no cover - built wherever a C compiler was at install time
+    native_send_each = None
+#: ``native_send_each`` is the C loop of ``send`` calls, or ``None`` where
+#: it was not built.  A documented test hook: tests set this module
+#: attribute to ``None`` to make :func:`send_frame_to_each` take its Python loop.
+
+_outbox_of = operator.attrgetter("_outbox")
+_sock_of = operator.attrgetter("sock")
+_fileno_of = operator.methodcaller("fileno")
+_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
+
+
+def send_frame_to_each(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[object]:
+    """Offer ``frame`` once to each node's socket; for a broadcast, touches only ``nodes``.
+
+    Runs on a fan-out thread for a chunk of a broadcast.  Returns, for each
+    node, the number of bytes its socket took, the socket's error, or
+    :data:`BEHIND`: bytes are queued for the node, and the engine's thread
+    writes the frame after them.  The sends are made by the C loop
+    (:data:`native_send_each`) when it is built, with the GIL released once
+    per chunk; by one Python loop per chunk when it is not, or when a node
+    of the chunk has bytes queued (rare: the C loop has no way to skip it).
+    """
+    for node in nodes:
+        node.close_when_flushed = close_after
+    if native_send_each is not None and not any(map(_outbox_of, nodes)):
+        taken = native_send_each(list(map(_fileno_of, map(_sock_of, nodes))), frame)
+        if taken.count(len(frame)) == len(taken):  # every socket took the whole frame
+            return taken  # type: ignore[no-any-return]
+        return [outcome_of_send(count) for count in taken]
+    outcomes: List[object] = []
+    record = outcomes.append
+    for node in nodes:
+        if node._outbox:  # (has_queued, without a property call per node)
+            record(BEHIND)
+            continue
+        try:
+            record(node.sock.send(frame))
+        except BlockingIOError:
+            record(0)
+        except OSError as exc:
+            record(exc)
+    return outcomes
+
+
+def outcome_of_send(taken: int) -> object:
+    """What ``socket.send`` would have returned or raised, for one result of the C loop.
+
+    The C loop returns the count of bytes sent, or ``-errno``.
+    """
+    if taken >= 0:
+        return taken
+    if -taken in _WOULD_BLOCK:
+        return 0
+    return OSError(-taken, os.strerror(-taken))  # the subclass for the errno, as socket.send raises

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import select
 import selectors
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 __all__ = ["READ", "WRITE", "Poller", "EpollPoller", "SelectorsPoller", "DefaultPoller"]
 
@@ -58,10 +58,16 @@ class SelectorsPoller:
 
 
 class EpollPoller:
-    """The Linux poller: epoll, with one ``(data, events)`` entry per watched descriptor."""
+    """The Linux poller: epoll, with one ``(data, events)`` entry per watched descriptor.
 
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
+    Args:
+        epoll: The ``select.epoll`` object to use (default: a new one).  Any
+            object with its ``register``, ``modify``, ``unregister``,
+            ``poll`` and ``close`` methods will do: a test hook.
+    """
+
+    def __init__(self, epoll: Optional[Any] = None) -> None:
+        self._epoll = select.epoll() if epoll is None else epoll
         self._watched: Dict[int, Tuple[object, int]] = {}
 
     def register(self, fd: int, events: int, data: object) -> None:

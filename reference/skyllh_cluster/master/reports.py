@@ -19,7 +19,7 @@ class PeerClosedError(ConnectionError):
 
 
 class SendTimeoutError(TimeoutError):
-    """A node did not take a frame within the broadcast's timeout."""
+    """A node did not take its frames in time: too many bytes queued for it, or queued too long."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,18 @@ class BroadcastResult:
             Failed nodes are closed and dropped.
         expired: Keys of the nodes whose live time had passed (MST-9); they
             were dropped and sent nothing.  Not a failure.
+        queued: Keys of the slow nodes whose socket has not taken the whole
+            frame yet: the rest is queued in the master and written during
+            later calls (see :meth:`MasterServer.broadcast
+            <skyllh_cluster.master.server.MasterServer.broadcast>`).  Not a
+            failure, and not in ``delivered``.
     """
 
     command: str
     delivered: Tuple[str, ...] = ()
     failed: Mapping[str, BaseException] = field(default_factory=dict)
     expired: Tuple[str, ...] = ()
+    queued: Tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -42,11 +42,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 from ..clauses import Role
 from ..commands import ACK, Command, ShutdownCN
 from ..errors import RemoteProtocolError
-from ..protocol.connection import Connection, encode_command, plan_broadcast
+from ..protocol.connection import Connection, encode_command_frame
 from ..protocol.events import NEED_DATA, ConnectionClosed
 from .fanout import FanOut
-from .fdlimit import ensure_fd_limit
-from .node import Node
+from .fdlimit import available_memory, ensure_fd_limit, fd_limit
+from .node import BEHIND, Node, send_frame_to_each
 from .poller import READ, WRITE, DefaultPoller, Poller
 from .reports import BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError
 
@@ -66,6 +66,14 @@ MAX_WAIT = 1.0
 ACCEPT_PAUSE = 0.5
 #: Descriptors kept free for everything that is not a compute node.
 FD_HEADROOM = 64
+#: What one connection that has not registered may cost at most, for the
+#: memory share of the cap on them: a whole frame buffered (64 KiB), its
+#: socket's kernel buffers and the Python objects around them.
+UNREGISTERED_COST = 256 * 1024
+#: Bytes queued in the master for one node, beyond what its socket took,
+#: before that node fails for reading too slowly (MST-8).  Frames are
+#: shared between nodes, so this bounds the delay, not the memory per node.
+MAX_QUEUED = 1 << 20
 #: While events come in a burst (thousands of nodes registering), the loop
 #: does not block in the poller between them: a blocked loop has to be woken
 #: by whoever sends the next packet, and on loopback that sender is a compute
@@ -98,61 +106,6 @@ _WAKE = "wake"
 _connection_of = operator.attrgetter("connection")
 
 
-#: What :func:`_send_chunk` returns for a node that has bytes queued.
-_BEHIND = "behind queued bytes"
-
-try:  # the optional C loop of send(2) calls (master/_sendmany.c)
-    from ._sendmany import send_each as _native_send_each
-except ImportError:  # pragma: no cover - built wherever a C compiler was at install time
-    _native_send_each = None
-
-_outbox_of = operator.attrgetter("_outbox")
-_sock_of = operator.attrgetter("sock")
-_fileno_of = operator.methodcaller("fileno")
-_WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
-
-
-def _send_chunk(frame: bytes, close_after: bool, nodes: Sequence[Node]) -> List[object]:
-    """A chunk of a broadcast; runs on a fan-out thread and touches only ``nodes``.
-
-    Returns, for each node, the number of bytes its socket took, the
-    socket's error, or :data:`_BEHIND`: bytes are queued for the node, and
-    the engine's thread writes the frame after them.  The sends are made by
-    the C loop when it is built (with the GIL released once per chunk); by
-    one Python loop per chunk when it is not, or when a node of the chunk
-    has bytes queued (rare: the C loop has no way to skip it).
-    """
-    for node in nodes:
-        node.close_when_flushed = close_after
-    if _native_send_each is not None and not any(map(_outbox_of, nodes)):
-        taken = _native_send_each(list(map(_fileno_of, map(_sock_of, nodes))), frame)
-        if taken.count(len(frame)) == len(taken):  # every socket took the whole frame
-            return taken  # type: ignore[return-value]
-        return [_outcome(count) for count in taken]
-    outcomes: List[object] = []
-    record = outcomes.append
-    for node in nodes:
-        if node._outbox:  # (has_queued, without a property call per node)
-            record(_BEHIND)
-            continue
-        try:
-            record(node.sock.send(frame))
-        except BlockingIOError:
-            record(0)
-        except OSError as exc:
-            record(exc)
-    return outcomes
-
-
-def _outcome(taken: int) -> object:
-    """What ``socket.send`` would have returned or raised, for one result of the C loop."""
-    if taken >= 0:
-        return taken
-    if -taken in _WOULD_BLOCK:
-        return 0
-    return OSError(-taken, os.strerror(-taken))  # the subclass for the errno, as socket.send raises
-
-
 class MasterServer:
     """The event-loop engine of a master node.
 
@@ -160,27 +113,63 @@ class MasterServer:
         blocksize: Largest number of bytes read from a node at once.
         registration_timeout: Seconds a connection may take, from accept, to
             deliver its whole RegisterCN (MST-7, FRM-6); after that it is
-            closed without an ACK.
+            closed without an ACK.  The default, 3 s, is below the
+            conformance kit's default registration budget (5 s).
         send_threads: Threads that make the ``send`` calls of a large
             broadcast (see :mod:`~skyllh_cluster.master.fanout`); default:
             one per CPU, at most 4.
+        unregistered_fraction: Load shedding.  The connections that have not
+            registered yet are capped at this fraction of the open-file
+            limit and of the memory available (counting
+            :data:`UNREGISTERED_COST` bytes each), whichever is lower.  At
+            the cap, each new connection closes the oldest one that has not
+            registered, so that silent or trickling connections cannot keep
+            an honest node out for a registration timeout.  Logged once per
+            burst.
+        slow_node_wait: Seconds a broadcast waits for a node that fell
+            behind in it before returning with the rest of that node's
+            frame queued (see :meth:`broadcast`).
+        max_queued: Bytes that may stay queued for one node beyond what its
+            socket took; a node over it fails (it reads too slowly, MST-8).
+        poller: What tells the loop which sockets are ready (default: a new
+            :data:`~skyllh_cluster.master.poller.DefaultPoller`).  A test
+            hook: anything with the poller's methods will do.
 
     Use it as a context manager, or call :meth:`close`, to close every
     socket it opened.
     """
 
     def __init__(
-        self, *, blocksize: int = 2048, registration_timeout: float = 30.0, send_threads: Optional[int] = None
+        self,
+        *,
+        blocksize: int = 2048,
+        registration_timeout: float = 3.0,
+        send_threads: Optional[int] = None,
+        unregistered_fraction: float = 0.5,
+        slow_node_wait: float = 1.0,
+        max_queued: int = MAX_QUEUED,
+        poller: Optional[Poller] = None,
     ) -> None:
         if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
             raise ValueError(f"blocksize must be a positive int, not {blocksize!r}")
         if not registration_timeout > 0:
             raise ValueError(f"registration_timeout must be positive, not {registration_timeout!r}")
+        if not 0 < unregistered_fraction <= 1:
+            raise ValueError(f"unregistered_fraction must be in (0, 1], not {unregistered_fraction!r}")
+        if not slow_node_wait >= 0:
+            raise ValueError(f"slow_node_wait must not be negative, not {slow_node_wait!r}")
+        if not max_queued >= 0:
+            raise ValueError(f"max_queued must not be negative, not {max_queued!r}")
         self._blocksize = blocksize
         self._registration_timeout = float(registration_timeout)
-        self._poller: Poller = DefaultPoller()
+        self._unregistered_fraction = float(unregistered_fraction)
+        self._slow_node_wait = float(slow_node_wait)
+        self._max_queued = max_queued
+        self._unregistered_cap = 1
+        self._shed_in_burst = 0
+        self._accept_starved = False
+        self._poller: Poller = DefaultPoller() if poller is None else poller
         self._listener: Optional[socket.socket] = None
-        self._listener_kind: Tuple[int, int, int] = (0, 0, 0)
         self._address: Optional[Tuple[str, int]] = None
         self._accepting = False
         self._accept_paused_until: Optional[float] = None
@@ -191,8 +180,9 @@ class MasterServer:
         self._awaiting: "OrderedDict[Node, None]" = OrderedDict()
         self._flushing: Set[Node] = set()
         self._admit: Callable[[Node], None] = self._refuse_registration
-        self._ack_frame = encode_command(ACK())
+        self._ack_frame = encode_command_frame(ACK())
         self._fanout = FanOut(send_threads)
+        self._broadcasting = False
         self._served = 0
         self._stop_requested = False
         self._closed = False
@@ -217,6 +207,11 @@ class MasterServer:
     def connections(self) -> List[Node]:
         """Every open node connection: registered, adopted or not registered yet."""
         return list(self._open)
+
+    @property
+    def unregistered_cap(self) -> int:
+        """How many connections may await registration at once while accepting (see ``unregistered_fraction``)."""
+        return self._unregistered_cap
 
     @property
     def served(self) -> int:
@@ -257,7 +252,6 @@ class MasterServer:
             listener.close()
             raise
         self._listener = listener
-        self._listener_kind = (int(family), int(kind), proto)
         bound = listener.getsockname()
         self._address = (bound[0], bound[1])
         logger.info("listening on %s:%d", *self._address)
@@ -274,12 +268,18 @@ class MasterServer:
             logger.info("closing %s, which had not registered when listening stopped", node.key)
             self._close(node)
         self._awaiting = OrderedDict()  # an emptied one keeps the table it grew to
+        self._end_shedding_burst()
 
     def _start_accepting(self) -> None:
         if self._listener is None:
             raise RuntimeError("call listen() first")
         self._poller.register(self._listener.fileno(), READ, _LISTENER)
         self._accepting = True
+        fraction = self._unregistered_fraction
+        limit = fd_limit()
+        by_fds = min(int(limit * fraction), limit - FD_HEADROOM)  # accept() itself must never run out
+        by_memory = int(available_memory() * fraction) // UNREGISTERED_COST
+        self._unregistered_cap = max(1, min(by_fds, by_memory))
 
     def _stop_accepting(self) -> None:
         self._pause_accepting()
@@ -327,8 +327,8 @@ class MasterServer:
         and its connection is closed (the conformance scenario, SCN-1/SCN-2).
         Nodes are served concurrently; each frame is encoded once.
         """
-        script = [(command, encode_command(command)) for command in commands]
-        script.append((ShutdownCN(), encode_command(ShutdownCN())))
+        script = [(command, encode_command_frame(command)) for command in commands]
+        script.append((ShutdownCN(), encode_command_frame(ShutdownCN())))
         blob = self._ack_frame + b"".join(frame for _, frame in script)
         self._open_wake_pair()
         self._stop_requested = False
@@ -374,16 +374,37 @@ class MasterServer:
         last call is taken in first, so that a node that closed is not
         written to.  A node whose live time has passed is dropped and sent
         nothing (MST-9).  Every other node is written to, whatever happens
-        to the rest; the call returns when every frame is written or has
-        failed, or after ``timeout`` seconds (the nodes still not written
-        then fail with :class:`SendTimeoutError`).
+        to the rest (MST-8).
+
+        A slow node costs only itself.  The call returns when every node
+        has the whole frame in its socket, has failed, or has the rest of
+        the frame queued in the master: a node that falls behind in this
+        call holds it for at most ``slow_node_wait`` seconds (1 s by
+        default), and a node that was already behind holds it not at all.
+        Queued bytes are written by the event loop during later calls of
+        this engine.  A node fails (:class:`SendTimeoutError`) when more
+        than ``max_queued`` bytes are queued for it, or when bytes have been
+        queued for it for more than ``timeout`` seconds, as found at the
+        start or the end of a broadcast.  With ``close_after`` (a
+        shutdown) the call waits until every node has its frame or failed,
+        at most ``timeout`` seconds, and closes each node once it has it.
 
         Raises:
             LocalProtocolError: the command cannot be encoded (nothing was sent).
         """
+        self._broadcasting = True
+        try:
+            return self._broadcast(command, nodes, timeout, close_after)
+        finally:
+            self._broadcasting = False
+
+    def _broadcast(
+        self, command: Command, nodes: Optional[Iterable[Node]], timeout: Optional[float], close_after: bool
+    ) -> BroadcastResult:
         name = type(command).__name__
         targets = list(self._registry.values()) if nodes is None else list(nodes)
         self._poll()  # a node that closed or spoke since the last call fails now, unwritten
+        self._fail_stalled(timeout)
         # Up to the first send, every step is a pass over thousands of nodes
         # that delays them all; set operations and map() keep those passes in C.
         closed = set() if self._open.issuperset(targets) else {node for node in targets if node.closed}
@@ -392,8 +413,7 @@ class MasterServer:
         }
         live = [node for node in targets if node not in closed] if closed else targets
         # The protocol's decisions for all nodes at once, in the sans-I/O core.
-        plan = plan_broadcast(list(map(_connection_of, live)), command, time.time())
-        frame = plan.frame
+        plan = Connection.plan_broadcast(list(map(_connection_of, live)), command, time.time())
         expired = [live[index].key for index in plan.expired]
         for index in plan.expired:
             logger.info("compute node %s: live time passed; dropped without sending %s", live[index].key, name)
@@ -401,13 +421,26 @@ class MasterServer:
         for index, error in plan.refused:
             self._drop(live[index], error)
         sendable = live if len(plan.sendable) == len(live) else [live[index] for index in plan.sendable]
-        step = functools.partial(_send_chunk, frame, close_after)
+        self._send_to_each(plan.frame, sendable, close_after)
+        if close_after:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._run(lambda: not self._flushing, deadline)
+            for node in list(self._flushing):
+                self._drop(node, SendTimeoutError(f"{node.pending} bytes of {name} not taken within {timeout:g} s"))
+        else:
+            self._wait_for_nodes_behind()
+            self._fail_stalled(timeout)
+        return self._outcome(name, targets, already_failed, expired)
+
+    def _send_to_each(self, frame: bytes, sendable: List[Node], close_after: bool) -> None:
+        """Offer ``frame`` to every node's socket at once; queue what a socket did not take."""
+        step = functools.partial(send_frame_to_each, frame, close_after)
         whole = len(frame)
         for node, outcome in zip(sendable, self._fanout.map_chunks(step, sendable)):
             if outcome == whole:
                 if close_after:
                     self._flushed(node)
-            elif outcome is _BEHIND:  # the frame goes behind the bytes still queued
+            elif outcome is BEHIND:  # the frame goes behind the bytes still queued
                 self._write(node, frame)
             elif isinstance(outcome, BaseException):
                 self._drop(node, outcome)
@@ -415,25 +448,46 @@ class MasterServer:
                 node.queue_unsent(frame, outcome)  # type: ignore[arg-type]
                 self._flushing.add(node)
                 self._watch(node, _READ_WRITE)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        self._run(lambda: not self._flushing, deadline)
-        for node in list(self._flushing):
-            self._drop(node, SendTimeoutError(f"{node.pending} bytes of {name} not taken within {timeout:g} s"))
+
+    def _wait_for_nodes_behind(self) -> None:
+        """Run the loop until each node behind has caught up, failed, or been behind ``slow_node_wait``."""
+        while self._flushing:
+            until = max(node.behind_since for node in self._flushing) + self._slow_node_wait
+            if time.monotonic() >= until or self._run(lambda: not self._flushing, until):
+                return
+
+    def _fail_stalled(self, timeout: Optional[float]) -> None:
+        """Drop every node that has had bytes queued for longer than ``timeout`` seconds."""
+        if timeout is None or not self._flushing:
+            return
+        limit = time.monotonic() - timeout
+        for node in [node for node in self._flushing if node.behind_since <= limit and not node.closed]:
+            self._drop(node, SendTimeoutError(f"{node.pending} bytes queued and not taken within {timeout:g} s"))
+
+    def _outcome(
+        self, name: str, targets: List[Node], already_failed: Dict[str, BaseException], expired: List[str]
+    ) -> BroadcastResult:
         expired_keys = set(expired)
+        queued_keys = {node.key for node in self._flushing}
         delivered: List[str] = []
+        queued: List[str] = []
         failed: Dict[str, BaseException] = {}
         for node in targets:
             key = node.key
             if key in expired_keys:
                 continue
             cause = already_failed.get(key) or node.failure
-            if cause is None:
-                delivered.append(key)
-            else:
+            if cause is not None:
                 failed[key] = cause
-        result = BroadcastResult(name, tuple(delivered), failed, tuple(expired))
-        if failed:
-            logger.warning("%s reached %d node(s); %d failed", name, len(delivered), len(failed))
+            elif queued_keys and key in queued_keys:
+                queued.append(key)
+            else:
+                delivered.append(key)
+        result = BroadcastResult(name, tuple(delivered), failed, tuple(expired), tuple(queued))
+        if failed:  # the result lists them; the caller reports them
+            logger.info("%s reached %d node(s); %d failed", name, len(delivered) + len(queued), len(failed))
+        if queued:
+            logger.info("%s: %d slow node(s) have the rest of the frame queued", name, len(queued))
         return result
 
     def shutdown(self, nodes: Optional[Iterable[Node]] = None, *, timeout: Optional[float] = None) -> BroadcastResult:
@@ -552,23 +606,32 @@ class MasterServer:
         assert self._listener is not None
         now = time.monotonic()
         listener = self._listener
-        # socket.accept() would look the listener's family and type up as
-        # enums for every connection; they are the listener's, made once.
-        family, kind, proto = self._listener_kind
-        for _ in range(ACCEPT_BATCH):
+        cap = self._unregistered_cap
+        # At most half the cap per wake-up: a connection accepted now is
+        # then still open at the next poll, which reads its RegisterCN,
+        # however many connections are shed meanwhile.
+        for _ in range(min(ACCEPT_BATCH, max(1, cap // 2))):
             try:
-                fd, peer = listener._accept()  # type: ignore[attr-defined]
+                sock, peer = listener.accept()
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
+                # Out of descriptors below the cap: the registered nodes hold
+                # them, and shedding one that has not registered yet would
+                # only trade it for the next; wait for some to go instead.
                 if exc.errno in _OUT_OF_RESOURCES:
-                    logger.error("cannot accept connections (%s); pausing for %g s", exc, ACCEPT_PAUSE)
+                    # Once per burst: the pause repeats every ACCEPT_PAUSE until descriptors free up.
+                    level = logging.DEBUG if self._accept_starved else logging.ERROR
+                    logger.log(level, "cannot accept connections (%s); pausing for %g s at a time", exc, ACCEPT_PAUSE)
+                    self._accept_starved = True
                     self._pause_accepting()
                     self._accept_paused_until = now + ACCEPT_PAUSE
                 else:  # e.g. ECONNABORTED: that one connection is gone, the next may be fine
                     logger.info("accept failed: %s", exc)
-                return
-            sock = socket.socket(family, kind, proto, fileno=fd)
+                break
+            if self._accept_starved:
+                logger.warning("accepting connections again")
+                self._accept_starved = False
             sock.setblocking(False)
             node = Node(sock, peer[0], peer[1], Connection(Role.MASTER), now)
             self._open.add(node)
@@ -577,6 +640,28 @@ class MasterServer:
             # nothing most of the time: the handshake completes before the
             # node has even written.)
             self._watch(node, READ)
+            if len(self._awaiting) > cap:
+                self._shed_oldest(cap)
+        if self._shed_in_burst and len(self._awaiting) < cap:
+            self._end_shedding_burst()
+
+    def _shed_oldest(self, cap: int) -> None:
+        """Close the oldest connection that has not registered, to make room (load shedding)."""
+        node = next(iter(self._awaiting))
+        if not self._shed_in_burst:
+            logger.warning(
+                "%d connections have not registered (the cap, unregistered_fraction %g of the open-file "
+                "and memory limits): closing the oldest ones to admit new connections",
+                len(self._awaiting), self._unregistered_fraction,
+            )
+        self._shed_in_burst += 1
+        logger.debug("shedding %s, which has not registered", node.key)
+        self._close(node, RemoteProtocolError("MST-7", f"shed: over {cap} connections had not registered"))
+
+    def _end_shedding_burst(self) -> None:
+        if self._shed_in_burst:
+            logger.warning("closed %d unregistered connection(s) to stay under the cap", self._shed_in_burst)
+            self._shed_in_burst = 0
 
     def _expire_registrations(self, now: float) -> None:
         limit = now - self._registration_timeout
@@ -610,10 +695,13 @@ class MasterServer:
             except RemoteProtocolError as exc:
                 self._drop(node, exc)
                 return
+            except Exception as exc:  # a defect of the decoder must not take the master down (ERR-1)
+                self._drop_on_internal_error(node, exc)
+                return
             if event is NEED_DATA:
                 return
             if isinstance(event, ConnectionClosed):
-                self._drop(node, PeerClosedError(f"compute node {node.key} closed the connection"))
+                self._drop(node, PeerClosedError("the compute node closed the connection"))
                 return
             # The master's side of the core yields no other command than a
             # RegisterCN: it raises for anything else (MST-3, CN-5).
@@ -639,6 +727,8 @@ class MasterServer:
             return
         if flushed:
             self._flushed(node)
+        elif node.pending > self._max_queued:
+            self._drop(node, SendTimeoutError(f"over {self._max_queued} bytes queued: the node reads too slowly"))
         else:
             self._flushing.add(node)
             self._watch(node, _READ_WRITE)
@@ -700,10 +790,23 @@ class MasterServer:
     def _drop(self, node: Node, cause: BaseException) -> None:
         """Close a node for ``cause``, and log it: the only way a bad peer affects the master."""
         if node.registered:
-            logger.warning("compute node %s lost: %s", node.key, cause)
+            # Inside a broadcast the loss is reported by its result (and by
+            # the caller): one line for the user, not one per layer.
+            level = logging.INFO if self._broadcasting else logging.WARNING
+            logger.log(level, "compute node %s lost: %.500s", node.key, cause)
         else:
-            logger.warning("closed the connection from %s without ACK: %s", node.key, cause)
+            logger.warning("closed the connection from %s without ACK: %.500s", node.key, cause)
         self._close(node, cause)
+
+    def _drop_on_internal_error(self, node: Node, exc: Exception) -> None:
+        """Close a node whose bytes made the decoder fail with something other than a ProtocolError."""
+        # The message may quote what the peer sent: only its start is logged,
+        # and the traceback only at debug level.
+        logger.error(
+            "closed the connection from %s: decoding its bytes failed (%s: %.200s)",
+            node.key, type(exc).__name__, exc, exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
+        self._close(node, exc)
 
     def _close(self, node: Node, failure: Optional[BaseException] = None) -> None:
         if node.closed:

@@ -5,15 +5,14 @@ besides commands are in :mod:`.events`.  The blocking seed API, the scalable
 master and the CLI are thin I/O layers around this package.
 """
 
-from .connection import BroadcastPlan, Connection, encode_command, plan_broadcast
+from .connection import BroadcastPlan, Connection, encode_command_frame
 from .events import NEED_DATA, ConnectionClosed, Event, NeedData, UndecodableFrame
 from .states import INITIAL_STATE, TRANSITIONS, Role, State, Transition
 
 __all__ = [
     "Connection",
-    "encode_command",
+    "encode_command_frame",
     "BroadcastPlan",
-    "plan_broadcast",
     "NEED_DATA",
     "NeedData",
     "ConnectionClosed",

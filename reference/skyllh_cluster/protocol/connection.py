@@ -34,16 +34,18 @@ from . import states
 from .events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
 from .states import State
 
-__all__ = ["Connection", "encode_command", "BroadcastPlan", "plan_broadcast"]
+__all__ = ["Connection", "encode_command_frame", "BroadcastPlan"]
 
 logger = logging.getLogger(__name__)
 
 
-def encode_command(command: Command) -> bytes:
+def encode_command_frame(command: Command) -> bytes:
     """Return the whole frame (length prefix and payload) for ``command``.
 
-    A master that broadcasts encodes once with this and hands the frame to
-    each connection's :meth:`Connection.send`.
+    (:func:`skyllh_cluster.wire.encoder.encode_command` returns the payload
+    alone.)  A master that broadcasts encodes once with this and hands the
+    frame to each connection's :meth:`Connection.send`, or uses
+    :meth:`Connection.plan_broadcast`.
     """
     return encode_frame(dumps(command))
 
@@ -191,7 +193,7 @@ class Connection:
     def send(self, command: Command, *, frame: Optional[bytes] = None) -> bytes:
         """Return the bytes that send ``command``, and move to the next state.
 
-        ``frame`` may carry the command's frame from :func:`encode_command`,
+        ``frame`` may carry the command's frame from :func:`encode_command_frame`,
         so that a broadcast is encoded once.
 
         Raises:
@@ -209,7 +211,7 @@ class Connection:
                 f"cannot send {name} in state {self._state.name}",
             )
         if frame is None:
-            frame = encode_command(command)
+            frame = encode_command_frame(command)
         self._apply(trigger)
         if isinstance(command, RegisterCN):
             self._registered(command)
@@ -226,6 +228,105 @@ class Connection:
         """Record that this side closed the connection."""
         self._apply(states.CLOSE)
 
+    # -- many connections at once -------------------------------------------------------
+    @classmethod
+    def registered_elsewhere(cls, registration: RegisterCN) -> "Connection":
+        """A master's connection that is SERVING a node which registered on another path.
+
+        For a socket whose compute node has already sent ``registration``
+        and been sent its ACK by other code (the seed API lets a user build
+        a registry entry by hand): the connection takes the table's
+        transitions for receiving the RegisterCN and sending the ACK, so
+        that it is where a connection that registered here would be.
+        """
+        if type(registration) is not RegisterCN:
+            raise TypeError(f"registration must be a RegisterCN, not {registration!r}")
+        connection = cls(Role.MASTER)
+        for trigger in (states.recv("RegisterCN"), states.send("ACK")):
+            if connection._apply(trigger) is None:  # pragma: no cover - the table guarantees both
+                raise AssertionError(f"the master's table has no {trigger} from {connection._state.name}")
+        connection._registered(registration)
+        return connection
+
+    @staticmethod
+    def plan_broadcast(connections: Sequence["Connection"], command: Command, now: float) -> "BroadcastPlan":
+        """Send ``command`` on every connection of ``connections`` at once, as far as the states go.
+
+        Equivalent to calling, for each connection, :meth:`expire_if_due`
+        and then :meth:`send` with one shared frame, but it encodes once and
+        consults the table once per distinct state, so that a master with
+        thousands of nodes spends its time in ``send`` system calls and not
+        here.  Returns which connections are to be written the frame.
+
+        Raises:
+            LocalProtocolError: ``command`` does not encode; no state changed.
+        """
+        name = type(command).__name__
+        if COMMAND_CLASSES.get(name) is not type(command):
+            raise TypeError(f"not a SkyLLH cluster command: {command!r}")
+        plan = BroadcastPlan(encode_command_frame(command))
+        trigger = states.send(name)
+        if not isinstance(command, RegisterCN) and Connection._send_uniformly(connections, trigger, now):
+            plan.sendable = list(range(len(connections)))
+        else:
+            Connection._send_each(connections, command, trigger, now, plan)
+        logger.debug(
+            "%s to %d connection(s): %d sendable, %d expired, %d refused",
+            name, len(connections), len(plan.sendable), len(plan.expired), len(plan.refused),
+        )
+        return plan
+
+    @staticmethod
+    def _send_uniformly(connections: Sequence["Connection"], trigger: str, now: float) -> bool:
+        """The usual broadcast: one state for all, no live time over; send, or return False."""
+        # Finding that out takes a few C passes over the list, and then one
+        # assignment per connection.  (list.count compares by identity
+        # first, so these passes call no __eq__.)
+        count = len(connections)
+        if not count:
+            return False
+        roles = list(map(_role_of, connections))
+        kinds = list(map(_state_of, connections))
+        if roles.count(roles[0]) != count or kinds.count(kinds[0]) != count:
+            return False
+        state = kinds[0]
+        row = states.lookup(roles[0], state, trigger)
+        deadlines = list(map(_deadline_of, connections))
+        if None in deadlines:
+            deadlines = list(filter(_is_set, deadlines))
+        if row is None or min(deadlines, default=now + 1) <= now:
+            return False
+        next_state = row.next_state
+        if next_state is not state:  # MSG keeps SERVING: nothing to write
+            for conn in connections:
+                conn._state = next_state
+        return True
+
+    @staticmethod
+    def _send_each(
+        connections: Sequence["Connection"], command: Command, trigger: str, now: float, plan: "BroadcastPlan"
+    ) -> None:
+        rows: Dict[Tuple[Role, State], Optional[states.Transition]] = {}
+        for index, conn in enumerate(connections):
+            if conn.expire_if_due(now):
+                plan.expired.append(index)
+                continue
+            key = (conn.role, conn._state)
+            if key not in rows:
+                rows[key] = states.lookup(conn.role, conn._state, trigger)
+            row = rows[key]
+            if row is None:
+                error = LocalProtocolError(
+                    states.refusal_clause(conn.role, conn._state),
+                    f"cannot send {type(command).__name__} in state {conn._state.name}",
+                )
+                plan.refused.append((index, error))
+                continue
+            conn._state = row.next_state
+            if isinstance(command, RegisterCN):
+                conn._registered(command)
+            plan.sendable.append(index)
+
 
 @dataclass
 class BroadcastPlan:
@@ -241,76 +342,6 @@ class BroadcastPlan:
     sendable: List[int] = field(default_factory=list)
     expired: List[int] = field(default_factory=list)
     refused: List[Tuple[int, LocalProtocolError]] = field(default_factory=list)
-
-
-def plan_broadcast(connections: Sequence[Connection], command: Command, now: float) -> BroadcastPlan:
-    """Send ``command`` on every connection at once, as far as the states go.
-
-    Equivalent to calling, for each connection, :meth:`Connection.expire_if_due`
-    and then :meth:`Connection.send` with one shared frame, but it encodes
-    once and consults the table once per distinct state, so that a master
-    with thousands of nodes spends its time in ``send`` system calls and not
-    here.
-
-    Raises:
-        LocalProtocolError: ``command`` does not encode; no state changed.
-    """
-    name = type(command).__name__
-    if COMMAND_CLASSES.get(name) is not type(command):
-        raise TypeError(f"not a SkyLLH cluster command: {command!r}")
-    plan = BroadcastPlan(encode_command(command))
-    trigger = states.send(name)
-    # The usual broadcast: no live time is over and every connection is in
-    # one state that allows the command.  Finding that out takes a few C
-    # passes over the list, and then one assignment per connection.
-    # (list.count compares by identity first, so these passes call no __eq__.)
-    count = len(connections)
-    roles = list(map(_role_of, connections))
-    kinds = list(map(_state_of, connections))
-    uniform = count and roles.count(roles[0]) == count and kinds.count(kinds[0]) == count
-    if uniform and not isinstance(command, RegisterCN):
-        role, state = roles[0], kinds[0]
-        row = states.lookup(role, state, trigger)
-        deadlines = list(map(_deadline_of, connections))
-        if None in deadlines:
-            deadlines = list(filter(_is_set, deadlines))
-        if row is not None and min(deadlines, default=now + 1) > now:
-            next_state = row.next_state
-            if next_state is not state:  # MSG keeps SERVING: nothing to write
-                for conn in connections:
-                    conn._state = next_state
-            plan.sendable = list(range(count))
-            _log_plan(name, count, plan)
-            return plan
-    rows: Dict[Tuple[Role, State], Optional[states.Transition]] = {}
-    for index, conn in enumerate(connections):
-        deadline = conn._deadline
-        if deadline is not None and now >= deadline and conn._apply(states.LIVE_TIME_PASSED) is not None:
-            plan.expired.append(index)
-            continue
-        key = (conn.role, conn._state)
-        if key not in rows:
-            rows[key] = states.lookup(conn.role, conn._state, trigger)
-        row = rows[key]
-        if row is None:
-            error = LocalProtocolError(
-                states.refusal_clause(conn.role, conn._state), f"cannot send {name} in state {conn._state.name}"
-            )
-            plan.refused.append((index, error))
-            continue
-        conn._state = row.next_state
-        if isinstance(command, RegisterCN):
-            conn._registered(command)
-        plan.sendable.append(index)
-    _log_plan(name, len(connections), plan)
-    return plan
-
-
-def _log_plan(name: str, count: int, plan: BroadcastPlan) -> None:
-    logger.debug(
-        "%s to %d connection(s): %d sendable, %d expired, %d refused",
-        name, count, len(plan.sendable), len(plan.expired), len(plan.refused),
-    )
 
 
 _role_of = operator.attrgetter("role")
