@@ -53,6 +53,7 @@ REPR_HEAD = 240  # characters of a decoded value shown at once
 REPR_MORE = 8000  # characters behind <details>
 TEXT_LIMIT = 2000  # characters of any one string of the report
 ENTRY_LIMIT = 400  # transcript entries shown per transcript
+FRAME_LIMIT = 300  # frames shown per transcript (a 64 KB chunk can hold 32768 empty frames)
 TRANSCRIPT_LIMIT = 20  # transcripts shown per test
 HEX_LINE = 16  # bytes per line of hex
 
@@ -187,7 +188,7 @@ class _Direction:
 
 
 def _hex_lines(data: bytes, start: int, prefix_bytes: int) -> str:
-    """Hex of ``data`` in lines of HEX_LINE bytes; the first ``prefix_bytes`` marked."""
+    """Hex of ``data`` in lines of HEX_LINE bytes, each after its stream offset; the first ``prefix_bytes`` marked."""
     lines = []
     for line_start in range(0, len(data), HEX_LINE):
         chunk = data[line_start : line_start + HEX_LINE]
@@ -195,7 +196,8 @@ def _hex_lines(data: bytes, start: int, prefix_bytes: int) -> str:
         for i, byte in enumerate(chunk):
             cell = f"{byte:02x}"
             cells.append(f'<span class="len">{cell}</span>' if line_start + i < prefix_bytes else cell)
-        lines.append(f'<span class="off">{start + line_start:06x}</span> ' + " ".join(cells))
+        # Decimal, like the stream offsets of the headings and of ProtocolError.
+        lines.append(f'<span class="off">{start + line_start:>6}</span> ' + " ".join(cells))
     return "\n".join(lines)
 
 
@@ -284,6 +286,7 @@ def _transcript(transcript: Dict[str, Any]) -> str:
         entries = []
     streams = {"sent": _Direction(), "received": _Direction()}
     rows = []
+    frames_shown = 0
     for entry in entries[:ENTRY_LIMIT]:
         if not isinstance(entry, dict):
             continue
@@ -306,7 +309,11 @@ def _transcript(transcript: Dict[str, Any]) -> str:
         if not streams[direction].in_sync and data:
             start = entry.get("offset") if isinstance(entry.get("offset"), int) else 0
             parts.append(_hex_block(data, start, prefix_bytes=0))
-        parts.extend(_frame_row(frame, direction) for frame in frames)
+        room = max(FRAME_LIMIT - frames_shown, 0)
+        parts.extend(_frame_row(frame, direction) for frame in frames[:room])
+        if len(frames) > room:
+            parts.append(f'<div class="refused">{len(frames) - room} more frames are not shown</div>')
+        frames_shown += min(len(frames), room)
         rows.append(
             f'<tr class="{css}"><td class="at">{at}</td><td class="dir">{label}</td><td>{"".join(parts)}</td></tr>'
         )

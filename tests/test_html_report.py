@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
 from skyllh_cluster.conformance.explain import clause_section, github_anchor
 from skyllh_cluster.conformance.html_report import (
     ENTRY_LIMIT,
+    FRAME_LIMIT,
     HEX_HEAD,
     HEX_MORE,
     frames_of,
@@ -70,7 +73,7 @@ def sample_report(**overrides: Any) -> Dict[str, Any]:
     ack = frame(ACK())
     canary_frame = len(CANARY).to_bytes(2, "little") + CANARY
     big = frame(MSG("x" * 60000))
-    received = ack + frame(MSG({"trial": 3, "seed": None})) + big + frame(ShutdownCN()) + b"\x00\x00" + b"\x10\x00abc"
+    received = ack + frame(MSG({"trial": 3, "seed": None})) + frame(MSG(HOSTILE)) + big + frame(ShutdownCN()) + b"\x00\x00" + b"\x10\x00abc"
     failed_test = {
         "nodeid": "conformance/test_master_registration.py::test_invalid_first_frame_gets_no_ack",
         "outcome": "failed",
@@ -201,14 +204,31 @@ def test_the_page_shows_the_summary_the_table_and_each_failure() -> None:
 def test_every_string_from_the_target_is_escaped_and_made_visible() -> None:
     page = render_html_report(sample_report())
     tags = _tags(page)
-    allowed = {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "h4", "h5", "p", "div",
-               "span", "table", "thead", "tbody", "tr", "th", "td", "code", "pre", "details", "summary", "a", "b",
-               "blockquote", "footer", "section", "br"}
-    assert {tag for tag, _ in tags} <= allowed
+    assert {tag for tag, _ in tags} <= ALLOWED_TAGS
     assert not [(t, a) for t, attrs in tags for a, _ in attrs if a.startswith("on") or a == "src"]
     assert "<script" not in page.lower() and "<img" not in page.lower()
     assert "\u202e" not in page and "\x00" not in page
     assert "\\u202egnp.exe\\x00" in page
+
+
+ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "main", "h1", "h2", "h3", "h4", "h5", "p", "div",
+                "span", "table", "thead", "tbody", "tr", "th", "td", "code", "pre", "details", "summary", "a", "b",
+                "blockquote", "footer", "section", "br"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chunks_=st.lists(st.binary(max_size=300), max_size=6),
+    values=st.lists(st.text(max_size=40), max_size=3),
+    text=st.text(max_size=60),
+)
+def test_any_bytes_and_any_text_stay_text(chunks_: List[bytes], values: List[str], text: str) -> None:
+    stream = b"".join(chunks_) + b"".join(frame(MSG(v)) for v in values)
+    entries = chunks("received", stream, [len(c) for c in chunks_]) + [{"direction": "note", "at": 1, "text": text}]
+    test = {"nodeid": text, "outcome": "failed", "detail": text, "transcripts": [{"label": text, "entries": entries}]}
+    page = render_html_report(sample_report(target=text, clauses=[clause_row("MST-5", "failed", text, [test])]))
+    assert {tag for tag, _ in _tags(page)} <= ALLOWED_TAGS
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]", page)
 
 
 def test_the_page_needs_nothing_else() -> None:
@@ -229,10 +249,17 @@ def test_a_long_frame_is_shown_by_its_head_and_length() -> None:
 
 
 def test_a_long_transcript_is_cut() -> None:
-    entries = [entry("sent", i * 0.001, i * 51, frame(ACK())) for i in range(ENTRY_LIMIT + 50)]
+    entries = [{"direction": "note", "at": i * 0.001, "text": f"event {i}."} for i in range(ENTRY_LIMIT + 50)]
     page = render_html_report(_one_transcript(entries))
     assert "50 later entries are not shown" in page
-    assert page.count("ACK()") == ENTRY_LIMIT
+    assert f"event {ENTRY_LIMIT - 1}." in page and f"event {ENTRY_LIMIT}." not in page
+
+
+def test_a_flood_of_frames_is_cut() -> None:
+    page = render_html_report(_one_transcript([entry("received", 0.0, 0, b"\x00\x00" * 32768)]))
+    assert f"{32768 - FRAME_LIMIT} more frames are not shown" in page
+    assert page.count('class="frame received"') == FRAME_LIMIT
+    assert len(page) < 1_000_000
 
 
 def test_an_interrupted_run_says_so() -> None:
