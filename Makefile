@@ -14,6 +14,11 @@ endif
 VENV := .venv-$(PYTHON_VERSION)
 endif
 BIN    := $(VENV)/bin
+# setuptools boxes an information for every editable install of a layout like
+# ours (a package-dir map): folders in the working directory named like the
+# package could shadow it.  None is (the source root is reference/), so the
+# box is only noise; this hides that one message and no other warning.
+EDITABLE_QUIET := PYTHONWARNINGS="ignore:Editable installation"
 # Re-install when the project's metadata changes.
 INSTALLED      := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
@@ -25,11 +30,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(INSTALLED): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
+	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e .
 	touch $@
 
 $(INSTALLED_TEST): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(INSTALLED)
 
 test: $(INSTALLED_TEST) browser

@@ -67,5 +67,6 @@ def tests(session: nox.Session) -> None:
     """The whole test suite, against an editable install, as ``make test`` runs it."""
     if MISSING:
         session.log(f"not installed here, so not tested: Python {', '.join(MISSING)}")
-    session.install("-e", ".[test]")
+    # The same quiet editable install as the Makefile's (see EDITABLE_QUIET there).
+    session.install("-e", ".[test]", env={"PYTHONWARNINGS": "ignore:Editable installation"})
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))

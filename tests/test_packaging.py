@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.parser
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -101,3 +102,22 @@ def test_the_installed_wheel_explains_a_clause_from_its_own_spec(built: Tuple[Pa
     assert f"(installed: {site_spec}{os.sep}protocol.md, line " in result.stdout
     assert "CN-7 · SHOULD · The compute node closes promptly after ShutdownCN, within 2 seconds" in result.stdout
     assert "page shows the clause: True" in result.stdout
+
+
+def _make_dry_run(*args: str) -> "subprocess.CompletedProcess[str]":
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "MAKEFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "-n", *args], cwd=str(REPO), capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_each_interpreter_gets_its_own_virtualenv() -> None:
+    version = "%d.%d" % sys.version_info[:2]
+    default = _make_dry_run("test")
+    assert default.returncode == 0, default.stderr
+    assert ".venv/bin/python -m pytest tests" in default.stdout
+    chosen = _make_dry_run("test", f"PYTHON={sys.executable}")
+    assert chosen.returncode == 0, chosen.stderr
+    assert f".venv-{version}/bin/python -m pytest tests" in chosen.stdout
+    assert not re.search(r"(^|\s)\.venv/", chosen.stdout), chosen.stdout  # nothing of the default one
+    missing = _make_dry_run("test", "PYTHON=python3.0-not-installed")
+    assert missing.returncode != 0
+    assert "PYTHON=python3.0-not-installed does not run here" in missing.stderr
