@@ -36,7 +36,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 from skyllh_cluster.codec import loads
 from skyllh_cluster.errors import ProtocolError
 
-from .explain import UnknownClauseError, clause_location, clause_section
+from .explain import UnknownClauseError, clause_section, github_anchor, spec_path
 
 __all__ = ["write_html_report", "render_html_report", "frames_of", "Frame", "main"]
 
@@ -102,6 +102,12 @@ def esc(value: Any, limit: int = TEXT_LIMIT) -> str:
 
 def _anchor_id(clause_id: Any) -> str:
     return "clause-" + "".join(ch for ch in str(clause_id)[:40] if ch.isascii() and (ch.isalnum() or ch == "-"))
+
+
+def _list(mapping: Dict[str, Any], key: str) -> List[Any]:
+    """``mapping[key]`` when it is a list, else an empty one: a report is data, not trusted code."""
+    value = mapping.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _outcome(value: Any) -> str:
@@ -281,9 +287,7 @@ def _seconds(value: Any) -> str:
 
 
 def _transcript(transcript: Dict[str, Any]) -> str:
-    entries = transcript.get("entries") or []
-    if not isinstance(entries, list):
-        entries = []
+    entries = _list(transcript, "entries")
     streams = {"sent": _Direction(), "received": _Direction()}
     rows = []
     frames_shown = 0
@@ -376,28 +380,21 @@ def _prose(text: str) -> str:
 def _clause_spec(clause_id: str) -> str:
     try:
         section = clause_section(clause_id)
-        location = clause_location(clause_id)
+        path = spec_path("protocol.md")
     except (UnknownClauseError, FileNotFoundError) as exc:
         return f'<div class="refused">the clause text is not available: {esc(exc)}</div>'
-    anchor, _, installed = location.partition(" (installed: ")
-    path, _, line = installed.rstrip(")").rpartition(", line ")
-    link = ""
-    try:
-        link = f' — <a href="{esc(Path(path).as_uri())}">{esc(path)}</a>, line {esc(line)}'
-    except ValueError:  # not an absolute path: show it as text
-        link = f" — {esc(installed)}"
+    anchor = f"spec/protocol.md#{github_anchor(section.heading)}"
     return (
         f'<blockquote class="clause-text"><div class="clause-heading">{esc(section.heading)}</div>'
         f"{_prose(section.body)}</blockquote>"
-        f'<div class="where">Read it in <code>{esc(anchor)}</code>{link}</div>'
+        f'<div class="where">Read it in <code>{esc(anchor)}</code> — installed as '
+        f'<a href="{esc(path.resolve().as_uri())}">{esc(path)}</a>, line {section.line}</div>'
     )
 
 
 def _test(test: Dict[str, Any]) -> str:
     outcome = _outcome(test.get("outcome"))
-    transcripts = test.get("transcripts") or []
-    if not isinstance(transcripts, list):
-        transcripts = []
+    transcripts = _list(test, "transcripts")
     shown = "".join(_transcript(t) for t in transcripts[:TRANSCRIPT_LIMIT] if isinstance(t, dict))
     if len(transcripts) > TRANSCRIPT_LIMIT:
         shown += f'<p class="note">{len(transcripts) - TRANSCRIPT_LIMIT} more transcripts are not shown.</p>'
@@ -411,9 +408,7 @@ def _test(test: Dict[str, Any]) -> str:
 def _clause_details(clause: Dict[str, Any]) -> str:
     outcome = _outcome(clause.get("outcome"))
     cid = str(clause.get("id", ""))
-    tests = clause.get("tests") or []
-    if not isinstance(tests, list):
-        tests = []
+    tests = _list(clause, "tests")
     return (
         f'<section class="clause {outcome}" id="{_anchor_id(cid)}">'
         f'<h3><span class="badge {outcome}">{esc(clause.get("outcome"), 20)}</span> '
@@ -568,7 +563,7 @@ def render_html_report(report: Dict[str, Any]) -> str:
     """The whole page for one report (schema 2), as a string."""
     if not isinstance(report, dict):
         raise TypeError(f"a report is a dict, not {type(report).__name__}")
-    clauses = [c for c in (report.get("clauses") or []) if isinstance(c, dict)]
+    clauses = [c for c in _list(report, "clauses") if isinstance(c, dict)]
     counts = _counts(report, clauses)
     verdict_class, verdict_text = _verdict(report, counts)
     explained = [c for c in clauses if c.get("outcome") in EXPLAINED]

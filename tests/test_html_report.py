@@ -330,7 +330,7 @@ def test_chromium_renders_the_summary_and_a_failure(tmp_path: Path) -> None:
     assert "<script" not in dom.stdout  # the hostile markup stayed text in the browser's DOM too
 
     screenshot = ARTIFACTS / "conformance-report-sample.png"
-    screenshot.unlink(missing_ok=True) if hasattr(Path, "unlink") else None
+    screenshot.unlink(missing_ok=True)
     shot = _run_chromium(f"--screenshot={screenshot}", "--window-size=1280,2200", page.as_uri())
     assert shot.returncode == 0, shot.stderr[-2000:]
     png = screenshot.read_bytes()
