@@ -57,11 +57,14 @@ FRAME_LIMIT = 300  # frames shown per transcript (a 64 KB chunk can hold 32768 e
 TRANSCRIPT_LIMIT = 20  # transcripts shown per test
 HEX_LINE = 16  # bytes per line of hex
 
+#: The kit's documented exit statuses, shortly.
 EXIT_MEANINGS = {
     0: "the target conforms",
     1: "a clause failed",
+    2: "the run was interrupted",
     3: "the kit itself failed",
-    4: "usage error",
+    4: "usage or configuration error",
+    5: "inconclusive",
 }
 
 DIRECTIONS = {"sent": ("kit → target", "sent"), "received": ("target → kit", "received")}
@@ -434,6 +437,17 @@ def _clause_row(clause: Dict[str, Any]) -> str:
     )
 
 
+def _jump_links(explained: List[Dict[str, Any]]) -> str:
+    """Links from the verdict to each failed and inconclusive clause."""
+    links = []
+    for outcome in EXPLAINED:
+        ids = [str(c.get("id", "")) for c in explained if c.get("outcome") == outcome]
+        if ids:
+            shown = ", ".join(f'<a href="#{_anchor_id(cid)}">{esc(cid, 40)}</a>' for cid in ids)
+            links.append(f"{outcome}: {shown}")
+    return f'<div class="jump">{" · ".join(links)}</div>' if links else ""
+
+
 def _counts(report: Dict[str, Any], clauses: List[Dict[str, Any]]) -> Dict[str, int]:
     summary = report.get("summary")
     if isinstance(summary, dict) and all(isinstance(summary.get(o), int) for o in OUTCOMES):
@@ -451,8 +465,12 @@ def _verdict(report: Dict[str, Any], counts: Dict[str, int]) -> Tuple[str, str]:
         )
     if status == 1:
         return "failed", "The target does not conform"
+    if status == 2:
+        return "interrupted", "Interrupted: the run was cut short; the table below is partial"
     if status == 3:
         return "error", "The kit itself failed: this is no verdict on the target"
+    if status == 5:
+        return "interrupted", "Inconclusive: nothing failed, but a clause that counts could not be decided"
     return "other", f"Exit status {esc(status, 20)}"
 
 
@@ -496,6 +514,7 @@ margin:12px 0 4px;color:#57606a}
 code,pre{font-family:var(--mono);font-size:12.5px}pre{margin:0;white-space:pre-wrap;word-break:break-all}
 .subtitle{color:#57606a;margin:0 0 16px;word-break:break-all}
 .verdict{padding:12px 16px;border-radius:6px;font-weight:600;font-size:17px;margin:12px 0 16px;border-left:6px solid}
+.verdict .jump{font-size:14px;font-weight:500;margin-top:4px;color:#1f2328}
 .verdict.passed{background:var(--pass-bg);border-color:var(--pass);color:var(--pass)}
 .verdict.failed{background:var(--fail-bg);border-color:var(--fail);color:var(--fail)}
 .verdict.interrupted,.verdict.other{background:var(--inc-bg);border-color:var(--inc);color:var(--inc)}
@@ -586,7 +605,7 @@ def render_html_report(report: Dict[str, Any]) -> str:
 <h1>SkyLLH cluster protocol conformance</h1>
 <p class="subtitle">{esc(report.get("target"), 600)}</p>
 {schema_note}
-<div class="verdict {verdict_class}">{verdict_text}</div>
+<div class="verdict {verdict_class}">{verdict_text}{_jump_links(explained)}</div>
 <div class="top-row">{_summary(report, counts)}</div>
 <h2 id="clauses">Clauses</h2>
 <table class="clauses"><thead><tr><th>clause</th><th>level</th><th>outcome</th><th>requirement</th>

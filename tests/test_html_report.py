@@ -263,8 +263,16 @@ def test_a_flood_of_frames_is_cut() -> None:
 
 
 def test_an_interrupted_run_says_so() -> None:
-    page = render_html_report(sample_report(interrupted=True, exit_status=5))
+    page = render_html_report(sample_report(interrupted=True, exit_status=2))
     assert "Interrupted: the run was cut short" in page and "<b>yes</b>: the run was cut short" in page
+    assert "2 (the run was interrupted)" in page
+
+
+def test_an_inconclusive_run_says_so_and_links_its_clauses() -> None:
+    page = render_html_report(sample_report(exit_status=5))
+    assert "Inconclusive: nothing failed, but a clause that counts could not be decided" in page
+    assert "5 (inconclusive)" in page
+    assert 'failed: <a href="#clause-MST-3">MST-3</a> · inconclusive: <a href="#clause-MST-7">MST-7</a>' in page
 
 
 def test_a_conforming_run_and_a_malformed_report_render() -> None:
@@ -314,7 +322,7 @@ def _run_chromium(*args: str) -> "subprocess.CompletedProcess[str]":
         return subprocess.run(command, capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": profile})
 
 
-def test_chromium_renders_the_summary_and_a_failure(tmp_path: Path) -> None:
+def test_chromium_renders_the_summary_and_a_failure(capsys: pytest.CaptureFixture[str]) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page = ARTIFACTS / "conformance-report-sample.html"
     write_html_report(page, sample_report())
@@ -337,4 +345,5 @@ def test_chromium_renders_the_summary_and_a_failure(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1280, 2200)
-    print(f"\nHTML report screenshot: {screenshot}\nHTML report: {page}")
+    with capsys.disabled():  # the artifact's path, even when output is captured
+        print(f"\nHTML report screenshot: {screenshot}\nHTML report: {page}")
