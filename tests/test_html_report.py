@@ -317,7 +317,7 @@ def _run_chromium(*args: str) -> "subprocess.CompletedProcess[str]":
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         command = [
             _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-extensions", "--hide-scrollbars", f"--user-data-dir={profile}", *args,
+            "--disable-extensions", "--hide-scrollbars", "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args,
         ]
         return subprocess.run(command, capture_output=True, text=True, timeout=180, env={**os.environ, "HOME": profile})
 
