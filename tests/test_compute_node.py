@@ -33,7 +33,8 @@ from skyllh_cluster.compute_node import (
     ComputeNodeError,
     MasterClosedConnection,
     RegistrationRefused,
-    RegistrationTimeout,
+    LiveTimeOverBeforeAck,
+    OutputFormat,
     Stop,
     main,
     run_compute_node,
@@ -205,7 +206,7 @@ def test_commands_a_compute_node_does_not_handle_are_ignored(master, caplog) -> 
     assert node.messages == ["x"]
     ignored = [r.message for r in caplog.records if "ignored" in r.message]
     assert len(ignored) == 2
-    assert "ACK()" in ignored[0] and "RegisterCN(" in ignored[1]
+    assert ignored[0].startswith("ignored ACK from") and ignored[1].startswith("ignored RegisterCN from")
 
 
 @pytest.mark.parametrize(
@@ -241,7 +242,7 @@ def test_live_time_over_before_the_ack_is_a_registration_timeout(master) -> None
     node = NodeThread(master.port, live_time=1)
     conn = master.accept_registration(1, node.started_at)
     node.finish()
-    assert isinstance(node.error, RegistrationTimeout)
+    assert isinstance(node.error, LiveTimeOverBeforeAck)
     assert "did not acknowledge" in str(node.error)
     assert recv_until_eof(conn) == b""
 
@@ -252,7 +253,7 @@ def test_a_connect_that_cannot_complete_within_the_live_time_is_a_registration_t
     waiting = socket.create_connection(("127.0.0.1", full.port), timeout=TIMEOUT)
     try:
         node = NodeThread(full.port, live_time=1).finish()
-        assert isinstance(node.error, RegistrationTimeout)
+        assert isinstance(node.error, LiveTimeOverBeforeAck)
         assert "could not connect" in str(node.error)
     finally:
         waiting.close()
@@ -366,8 +367,23 @@ def test_bad_arguments_are_type_errors_and_leave_nothing_to_clean_up(args, messa
     assert unraisable == []
 
 
-def test_default_output_is_the_originals_lines(master, capsys) -> None:
-    node = serve_frames(master, MSG_HELLO_FRAME + msg_frame("ü") + SHUTDOWN_FRAME, on_message=None, echo=True)
+def test_default_output_is_one_msg_line_per_value(master, capsys) -> None:
+    node = serve_frames(master, MSG_HELLO_FRAME + msg_frame("ü") + msg_frame((1.5, b"")) + SHUTDOWN_FRAME, on_message=None, echo=True)
+    assert node.result is Stop.SHUTDOWN
+    assert capsys.readouterr().out.splitlines() == [
+        f"Registered to master 127.0.0.1:{master.port}",
+        "Runtime set to 60 seconds",
+        'MSG {"type":"str","utf8":"68656c6c6f"}',
+        'MSG {"type":"str","utf8":"c3bc"}',
+        'MSG {"type":"tuple","items":[{"type":"float","bits":"3ff8000000000000"},{"type":"bytes","hex":""}]}',
+        "Received shutdown command. Shutting down.",
+    ]
+
+
+@pytest.mark.parametrize("output", [OutputFormat.LEGACY, "legacy"])
+def test_legacy_output_is_the_originals_lines(master, capsys, output) -> None:
+    frames = MSG_HELLO_FRAME + msg_frame("ü") + SHUTDOWN_FRAME
+    node = serve_frames(master, frames, on_message=None, echo=True, output=output)
     assert node.result is Stop.SHUTDOWN
     assert capsys.readouterr().out.splitlines() == [
         f"Registered to master 127.0.0.1:{master.port}",
@@ -376,6 +392,11 @@ def test_default_output_is_the_originals_lines(master, capsys) -> None:
         "Received general message: ü",
         "Received shutdown command. Shutting down.",
     ]
+
+
+def test_an_unknown_output_format_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="'yaml' is not a valid OutputFormat"):
+        ComputeNode(60, "127.0.0.1", 1, output="yaml")
 
 
 def test_live_time_end_prints_the_originals_line(master, capsys) -> None:
@@ -391,7 +412,7 @@ def test_without_echo_the_lines_go_to_the_log(master, capsys, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="skyllh_cluster.compute_node"):
         serve_frames(master, MSG_HELLO_FRAME + SHUTDOWN_FRAME, on_message=None, echo=False)
     assert capsys.readouterr().out == ""
-    assert "Received general message: hello" in caplog.messages
+    assert 'MSG {"type":"str","utf8":"68656c6c6f"}' in caplog.messages
     assert "Received shutdown command. Shutting down." in caplog.messages
 
 
@@ -510,9 +531,30 @@ def finish_program(proc: "subprocess.Popen[str]") -> "tuple[int, str, str]":
     return proc.returncode, out, err
 
 
-def test_program_exits_0_after_shutdown_with_the_originals_lines(master) -> None:
+def test_program_exits_0_after_shutdown_with_one_msg_line_per_value(master) -> None:
     started = time.time()
     proc = start_program("127.0.0.1", str(master.port), "--live-time", "45")
+    try:
+        conn = master.accept_registration(45, started)
+        conn.sendall(ACK_FRAME + MSG_HELLO_FRAME + msg_frame("ünï") + msg_frame([1, (2, 3)]) + SHUTDOWN_FRAME)
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 0, err
+    assert out.splitlines() == [
+        f"Registered to master 127.0.0.1:{master.port}",
+        "Runtime set to 45 seconds",
+        'MSG {"type":"str","utf8":"68656c6c6f"}',
+        'MSG {"type":"str","utf8":"c3bc6ec3af"}',
+        'MSG {"type":"list","items":[{"type":"int","value":"1"},'
+        '{"type":"tuple","items":[{"type":"int","value":"2"},{"type":"int","value":"3"}]}]}',
+        "Received shutdown command. Shutting down.",
+    ]
+    assert recv_until_eof(conn) == b""
+
+
+def test_program_with_legacy_output_prints_the_originals_lines(master) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "45", "--output", "legacy")
     try:
         conn = master.accept_registration(45, started)
         conn.sendall(ACK_FRAME + MSG_HELLO_FRAME + msg_frame("ünï") + msg_frame([1, (2, 3)]) + SHUTDOWN_FRAME)
@@ -527,7 +569,6 @@ def test_program_exits_0_after_shutdown_with_the_originals_lines(master) -> None
         "Received general message: [1, (2, 3)]",
         "Received shutdown command. Shutting down.",
     ]
-    assert recv_until_eof(conn) == b""
 
 
 def test_program_exits_0_when_its_live_time_ends_under_a_silent_master(master) -> None:
