@@ -245,10 +245,9 @@ def test_scenario_mode_subprocess_port_0_two_concurrent_nodes_then_sigterm():
             master.wait()
     assert returncode == 0
     assert stderr.rest()[-1] == "stopped after serving 2 compute node(s)"
-    expected = expected_node_output("127.0.0.1", port, 60, SCENARIO_PAYLOADS)
-    for node_returncode, out, err in outcomes:
+    for kind, (node_returncode, out, err) in zip(("original", "cli"), outcomes):
         assert node_returncode == 0, err
-        assert out.splitlines() == expected
+        assert out.splitlines() == expected_node_output("127.0.0.1", port, 60, SCENARIO_PAYLOADS, kind)
 
 
 # --- compute-node ----------------------------------------------------------------------------------
@@ -262,7 +261,7 @@ def test_compute_node_subcommand_exits_0_on_shutdown(capsys):
         server.stop()
         serving.result()
     assert status == 0
-    assert capsys.readouterr().out.splitlines() == expected_node_output(host, port, 30, [])
+    assert capsys.readouterr().out.splitlines() == expected_node_output(host, port, 30, [], "cli")
 
 
 def test_compute_node_subcommand_exits_1_without_a_master(capsys):
