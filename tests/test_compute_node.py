@@ -13,6 +13,8 @@ import gc
 import logging
 import os
 import pickle
+import select
+import signal
 import socket
 import struct
 import subprocess
@@ -40,6 +42,7 @@ from skyllh_cluster.compute_node import (
     run_compute_node,
 )
 from skyllh_cluster.errors import RemoteProtocolError
+from skyllh_cluster.protocol import connection as connection_module
 from skyllh_cluster.protocol.states import State
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import values_equal
@@ -337,6 +340,58 @@ def test_a_failing_message_hook_closes_the_node_and_propagates(master) -> None:
     assert recv_until_eof(conn) == b""
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [ValueError("Exceeds the limit " * 100_000), RecursionError(), MemoryError(), KeyError(10**5000)],
+    ids=["ValueError-huge-text", "RecursionError", "MemoryError", "KeyError-unprintable"],
+)
+def test_a_decoder_failure_other_than_a_protocol_error_costs_one_frame(master, caplog, monkeypatch, failure) -> None:
+    real_loads = connection_module.loads
+
+    def failing_on_boom(payload: bytes) -> Any:
+        if b"BOOM" in payload:
+            raise failure
+        return real_loads(payload)
+
+    monkeypatch.setattr(connection_module, "loads", failing_on_boom)
+    frames = msg_frame("before") + msg_frame("BOOM") + msg_frame("after") + SHUTDOWN_FRAME
+    with caplog.at_level(logging.WARNING, logger="skyllh_cluster.compute_node"):
+        node = serve_frames(master, frames)
+    assert node.error is None and node.result is Stop.SHUTDOWN
+    assert node.messages == ["before", "after"]
+    [warning] = [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()]
+    assert len(warning) < 500
+
+
+def test_a_decoder_failure_on_the_reply_refuses_the_registration(master, monkeypatch) -> None:
+    real_loads = connection_module.loads
+
+    def failing_on_boom(payload: bytes) -> Any:
+        if b"BOOM" in payload:
+            raise ValueError("x" * 10**6)
+        return real_loads(payload)
+
+    monkeypatch.setattr(connection_module, "loads", failing_on_boom)
+    node = NodeThread(master.port)
+    conn = master.accept_registration(node.live_time, node.started_at)
+    conn.sendall(msg_frame("BOOM") + ACK_FRAME)
+    node.finish()
+    assert isinstance(node.error, RegistrationRefused) and node.error.clause == "CN-4"
+    assert "failed to decode" in str(node.error) and len(str(node.error)) < 600
+    assert recv_until_eof(conn) == b""
+
+
+@pytest.mark.parametrize("live_time", [0, -5])
+def test_a_live_time_over_at_the_start_does_not_connect(master, live_time) -> None:
+    node = NodeThread(master.port, live_time=live_time).finish()
+    assert isinstance(node.error, LiveTimeOverBeforeAck) and isinstance(node.error, RuntimeError)
+    assert "over at the start; not connecting" in str(node.error)
+    # connect() would have completed before the node raised: nothing is queued.
+    master.server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        master.server.accept()
+
+
 # -- the seed's surface -------------------------------------------------------------------------
 def test_properties_cast_like_the_seed(master) -> None:
     node = NodeThread(master.port, live_time="60", node_class=ComputeNode)  # type: ignore[arg-type]
@@ -507,12 +562,19 @@ def test_main_rejects_a_port_that_is_not_a_number(capsys) -> None:
 
 
 # -- the program, in a subprocess ------------------------------------------------------------------
-def start_program(*args: str) -> "subprocess.Popen[str]":
+#: The two ways to start the reference compute node: its module, and the CLI's subcommand.
+PROGRAMS = {
+    "module": ["-m", "skyllh_cluster.compute_node"],
+    "cli": ["-m", "skyllh_cluster", "compute-node"],
+}
+
+
+def start_program(*args: str, program: str = "module", encoding: str = "utf-8") -> "subprocess.Popen[str]":
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REFERENCE), env.get("PYTHONPATH")) if p)
-    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONIOENCODING"] = encoding
     return subprocess.Popen(
-        [sys.executable, "-m", "skyllh_cluster.compute_node", *args],
+        [sys.executable, *PROGRAMS[program], *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -614,3 +676,110 @@ def test_program_help_names_the_originals_arguments() -> None:
     assert status == 0
     for word in ("MASTER_ADDR", "MASTER_PORT", "--live-time", "default: 7200"):
         assert word in out
+
+
+def read_line_within(proc: "subprocess.Popen[str]", timeout: float = TIMEOUT) -> str:
+    """The program's next stdout line, waiting at most ``timeout`` seconds for it.
+
+    Read a byte at a time from the pipe itself, so that nothing stays in the
+    text wrapper's buffer where select() cannot see it.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"the program printed no whole line within {timeout} s: {line!r}"
+        byte = os.read(fd, 1)
+        assert byte, f"the program closed its stdout after {line!r}"
+        line += byte
+    return line.decode("utf-8")
+
+
+# -- exit statuses and errors as a user meets them (issue 12) ---------------------------------------
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_with_live_time_0_exits_1_at_once_without_connecting(master, program) -> None:
+    status, out, err = finish_program(start_program("127.0.0.1", str(master.port), "--live-time", "0", program=program))
+    assert status == 1
+    assert out == ""
+    assert err == f"compute node: the live time of 0 seconds is over at the start; not connecting to 127.0.0.1:{master.port}\n"
+    master.server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        master.server.accept()
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["127.0.0.1", "70000"], "argument MASTER_PORT: '70000' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "0"], "argument MASTER_PORT: '0' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "-1"], "argument MASTER_PORT: '-1' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "ninety"], "argument MASTER_PORT: 'ninety' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "9999", "--live-time", "-1"], "argument --live-time: the live time must not be negative"),
+        (["127.0.0.1", "9999", "--live-time", "1.5"], "argument --live-time: '1.5' is not a whole number of seconds"),
+        (["127.0.0.1", "9999", "--output", "yaml"], "argument --output: invalid choice: 'yaml' (choose from 'json', 'legacy')"),
+    ],
+    ids=["port-70000", "port-0", "port-negative", "port-word", "live-time-negative", "live-time-fraction", "output"],
+)
+def test_program_usage_errors_exit_2_with_one_line(program, args, complaint) -> None:
+    status, out, err = finish_program(start_program(*args, program=program))
+    assert status == 2
+    assert out == ""
+    assert err.splitlines()[-1].endswith(complaint)
+    assert "Traceback" not in err and "Connection refused" not in err
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_with_a_host_name_that_does_not_resolve_says_so_in_one_line(program) -> None:
+    status, out, err = finish_program(start_program("nosuchhost.invalid", "9999", program=program))
+    assert status == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("compute node: cannot resolve the master's host name 'nosuchhost.invalid': ")
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_interrupted_while_serving_exits_130_with_one_line(master, program) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "60", program=program)
+    try:
+        conn = master.accept_registration(60, started)
+        conn.sendall(ACK_FRAME)
+        assert read_line_within(proc) == f"Registered to master 127.0.0.1:{master.port}\n"
+        assert read_line_within(proc) == "Runtime set to 60 seconds\n"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 130
+    assert err == "compute node: interrupted\n"
+    assert recv_until_eof(conn) == b""
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_interrupted_while_awaiting_the_ack_exits_130_with_one_line(master, program) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "60", program=program)
+    try:
+        conn = master.accept_registration(60, started)  # the node has sent RegisterCN and waits
+        proc.send_signal(signal.SIGINT)
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 130
+    assert (out, err) == ("", "compute node: interrupted\n")
+    assert recv_until_eof(conn) == b""
+
+
+def test_program_failure_shows_a_traceback_only_at_log_level_debug(master) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--log-level", "debug")
+    try:
+        conn = master.accept_registration(DEFAULT_LIVE_TIME, started)
+        conn.sendall(ACK_FRAME)
+        conn.close()
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 1
+    assert "Traceback" in err and "MasterClosedConnection" in err
+    assert err.splitlines()[-1].startswith("compute node: the master at 127.0.0.1:")

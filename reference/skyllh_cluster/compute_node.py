@@ -538,6 +538,10 @@ def run_compute_node(
         logger.debug("the compute node failed", exc_info=True)
         print(f"compute node: {_excerpt(exc)}", file=sys.stderr)
         return EXIT_FAILED
+    except socket.gaierror as exc:
+        logger.debug("the host name did not resolve", exc_info=True)
+        print(f"compute node: cannot resolve the master's host name {host!r}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:
         logger.debug("the connection failed", exc_info=True)
         print(f"compute node: no connection to the master at {host}:{port}: {_excerpt(exc)}", file=sys.stderr)
