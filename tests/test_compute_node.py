@@ -377,7 +377,8 @@ def test_a_decoder_failure_on_the_reply_refuses_the_registration(master, monkeyp
     conn.sendall(msg_frame("BOOM") + ACK_FRAME)
     node.finish()
     assert isinstance(node.error, RegistrationRefused) and node.error.clause == "CN-4"
-    assert "failed to decode" in str(node.error) and len(str(node.error)) < 600
+    assert "the reply failed to decode (ValueError: xxx" in str(node.error) and len(str(node.error)) < 600
+    assert isinstance(node.error.__cause__, RemoteProtocolError)
     assert recv_until_eof(conn) == b""
 
 

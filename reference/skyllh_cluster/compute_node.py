@@ -324,14 +324,11 @@ class ComputeNode:
         does not decode (CN-9).  The error's text is quoted short: it may
         have been built from the frame.
         """
+        failure = f"{type(exc).__name__}: {_excerpt(exc)}"
         if self._conn.state is State.AWAIT_ACK:
-            raise RegistrationRefused(
-                "CN-4",
-                f"the master at {self._master()} did not reply to RegisterCN with an ACK: "
-                f"its reply failed to decode ({_excerpt(exc)})",
-                0,
-            ) from exc
-        logger.warning("skipped a frame from master %s that failed to decode: %s", self._master(), _excerpt(exc))
+            # The only frame before the ACK is the first one, at stream offset 0.
+            raise RemoteProtocolError("CN-4", f"the reply failed to decode ({failure})", 0) from exc
+        logger.warning("skipped a frame from master %s that failed to decode (%s)", self._master(), failure)
 
     def _receive(self) -> None:
         """Wait for bytes until the live time is over, and hand them to the connection."""
