@@ -117,13 +117,15 @@ class _Notation:
     entry_open: str
     entry_sep: str
     entry_close: str
+    #: What opens a list, a tuple and a dict.
+    heads: Dict[type, str]
 
     def scalar(self, value: Any, cap: int) -> Optional[str]:
         """The text of a scalar, or None when it is surely longer than ``cap``."""
         raise NotImplementedError
 
     def head(self, kind: type) -> str:
-        raise NotImplementedError
+        return self.heads[kind]
 
     def tail(self, kind: type, items: int) -> str:
         raise NotImplementedError
@@ -140,7 +142,7 @@ class _VectorJson(_Notation):
     entry_sep = ","
     entry_close = "]"
 
-    _HEADS = {list: '{"type":"list","items":[', tuple: '{"type":"tuple","items":[', dict: '{"type":"dict","items":['}
+    heads = {list: '{"type":"list","items":[', tuple: '{"type":"tuple","items":[', dict: '{"type":"dict","items":['}
 
     def scalar(self, value: Any, cap: int) -> Optional[str]:
         kind = type(value)
@@ -162,9 +164,6 @@ class _VectorJson(_Notation):
             return None
         return '{"type":"bytes","hex":"' + value.hex() + '"}'
 
-    def head(self, kind: type) -> str:
-        return self._HEADS[kind]
-
     def tail(self, kind: type, items: int) -> str:
         return "]}"
 
@@ -180,7 +179,7 @@ class _PythonStr(_Notation):
     entry_sep = ": "
     entry_close = ""
 
-    _HEADS = {list: "[", tuple: "(", dict: "{"}
+    heads = {list: "[", tuple: "(", dict: "{"}
 
     def scalar(self, value: Any, cap: int) -> Optional[str]:
         kind = type(value)
@@ -189,9 +188,6 @@ class _PythonStr(_Notation):
         if (kind is str or kind is bytes) and len(value) > cap:  # repr adds at least quotes
             return None
         return repr(value)
-
-    def head(self, kind: type) -> str:
-        return self._HEADS[kind]
 
     def tail(self, kind: type, items: int) -> str:
         if kind is tuple:
