@@ -784,3 +784,25 @@ def test_program_failure_shows_a_traceback_only_at_log_level_debug(master) -> No
     assert status == 1
     assert "Traceback" in err and "MasterClosedConnection" in err
     assert err.splitlines()[-1].startswith("compute node: the master at 127.0.0.1:")
+
+
+def test_program_whose_stdout_is_closed_exits_1_with_one_line(master) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "60")
+    try:
+        conn = master.accept_registration(60, started)
+        conn.sendall(ACK_FRAME)
+        assert read_line_within(proc).startswith("Registered to master")
+        assert proc.stdout is not None
+        proc.stdout.close()  # as `| head -1` does when it has its line
+        conn.sendall(MSG_HELLO_FRAME)
+        status = proc.wait(TIMEOUT)  # stderr is one short line: the pipe cannot fill
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+    assert status == 1
+    assert err == "compute node: standard output was closed; the node cannot report its messages\n"
+    assert recv_until_eof(conn) == b""

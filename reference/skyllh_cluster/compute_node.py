@@ -42,7 +42,8 @@ traceback only with ``--log-level debug``):
   ACK (CN-4), the live time over before the ACK (CN-10), which includes
   ``--live-time 0``: a node whose live time is over at its start does not
   connect at all; and when it lost its master while serving (a close between
-  frames, a reset, or a close inside a frame, FRM-5);
+  frames, a reset, or a close inside a frame, FRM-5), or its standard output
+  was closed;
 * 2 for bad arguments (argparse's status; a port outside 1..65535 or a
   negative live time is one);
 * 130 when interrupted (SIGINT, Ctrl-C).
@@ -53,6 +54,7 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import os
 import socket
 import sys
 import time
@@ -76,6 +78,7 @@ __all__ = [
     "RegistrationRefused",
     "LiveTimeOverBeforeAck",
     "MasterClosedConnection",
+    "StdoutClosed",
     "Stop",
     "OutputFormat",
     "EXIT_OK",
@@ -151,6 +154,10 @@ class OutputFormat(enum.Enum):
     JSON = "json"
     #: The original's ``Received general message: {msg}``.
     LEGACY = "legacy"
+
+
+class StdoutClosed(ComputeNodeError):
+    """Standard output was closed while the node printed on it (``echo=True``)."""
 
 
 class Stop(enum.Enum):
@@ -417,7 +424,10 @@ class ComputeNode:
             # is printed escaped instead of raising UnicodeEncodeError.
             encoding = getattr(stream, "encoding", None) or "utf-8"
             line = line.encode(encoding, "backslashreplace").decode(encoding)
-        print(line, file=stream, flush=True)
+        try:
+            print(line, file=stream, flush=True)
+        except BrokenPipeError as exc:  # e.g. piped into `head`, which has exited
+            raise StdoutClosed("standard output was closed; the node cannot report its messages") from exc
 
     # -- closing -----------------------------------------------------------------------
     def close(self) -> None:
@@ -531,6 +541,16 @@ def run_compute_node(
     except KeyboardInterrupt:
         print("compute node: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except StdoutClosed as exc:
+        # Point stdout at /dev/null, so that the interpreter's flush at exit cannot fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor: nothing to flush at exit
+            pass
+        print(f"compute node: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except (ComputeNodeError, ProtocolError) as exc:
         logger.debug("the compute node failed", exc_info=True)
         print(f"compute node: {_excerpt(exc)}", file=sys.stderr)
