@@ -10,6 +10,7 @@ program ``python -m skyllh_cluster.compute_node`` in a subprocess.
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import os
 import pickle
@@ -535,6 +536,52 @@ def test_run_compute_node_returns_1_when_nobody_listens(capsys) -> None:
         port = bound_not_listening.getsockname()[1]
         assert run_compute_node("127.0.0.1", port, 60) == 1
     assert f"no connection to the master at 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def run_in_thread(master: ScriptedMaster, frames: bytes, **options: Any) -> int:
+    """run_compute_node on a thread against ``master``, which sends ``frames`` after the ACK."""
+    status: List[int] = []
+    started = time.time()
+    thread = threading.Thread(
+        target=lambda: status.append(run_compute_node("127.0.0.1", master.port, 60, **options)), daemon=True
+    )
+    thread.start()
+    conn = master.accept_registration(60, started)
+    conn.sendall(ACK_FRAME + frames)
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert recv_until_eof(conn) == b""
+    return status[0]
+
+
+def test_run_compute_node_reports_an_unexpected_error_in_one_line(master, capsys) -> None:
+    def broken(msg: Any) -> None:
+        raise KeyError("x" * 10_000)
+
+    assert run_in_thread(master, MSG_HELLO_FRAME, on_message=broken) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("compute node: internal error, KeyError: 'xxx") and err.count("\n") == 1
+    assert err.endswith("(10002 characters) (--log-level debug shows where)\n")
+
+
+def test_run_compute_node_returns_130_when_interrupted(master, capsys) -> None:
+    def interrupt(msg: Any) -> None:
+        raise KeyboardInterrupt
+
+    assert run_in_thread(master, MSG_HELLO_FRAME, on_message=interrupt) == 130
+    assert capsys.readouterr().err == "compute node: interrupted\n"
+
+
+def test_run_compute_node_stops_when_stdout_is_closed(master, capsys, monkeypatch) -> None:
+    class ClosedPipe(io.StringIO):
+        encoding = "utf-8"
+
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert run_in_thread(master, MSG_HELLO_FRAME) == 1
+    assert capsys.readouterr().err == "compute node: standard output was closed; the node cannot report its messages\n"
 
 
 def test_main_parses_the_originals_arguments_and_serves(master, capsys) -> None:

@@ -28,7 +28,7 @@ from skyllh_cluster.msg_output import (
     tree_size,
 )
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
-from skyllh_cluster.wire.values import MAX_DEPTH, values_equal
+from skyllh_cluster.wire.values import MAX_DEPTH, check_value, values_equal
 from skyllh_cluster.wire.vector_json import value_from_json
 from msg_lines import check_cut_line, is_cut, parse, unlimited_str, whole_line
 
@@ -279,6 +279,15 @@ def test_values_outside_the_subset_are_refused(render) -> None:
         deep = [deep]
     with pytest.raises(ValueError, match="deeper than"):
         render(deep)
+
+
+def test_the_deepest_value_of_the_subset_is_rendered() -> None:
+    deepest: Any = []
+    for _ in range(MAX_DEPTH - 1):
+        deepest = [deepest]
+    check_value(deepest)  # the subset's own bound
+    assert msg_line(deepest) == whole_line(deepest)
+    assert legacy_line(deepest) == LEGACY_PREFIX + "[" * MAX_DEPTH + "]" * MAX_DEPTH
 
 
 def test_a_limit_without_room_for_a_value_is_refused() -> None:
