@@ -5,6 +5,7 @@ Shared by the renderer's tests and the compute node's attack tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any, Iterator, List
@@ -22,13 +23,22 @@ def parse(line: str) -> Any:
     return json.loads(line[len(MSG_PREFIX) :])
 
 
-def unlimited_str(value: int) -> str:
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
+@contextlib.contextmanager
+def no_int_digit_limit() -> Iterator[None]:
+    """Lift the interpreter's int-to-str digit limit (where it has one) for the oracle's use."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if limit:
+        sys.set_int_max_str_digits(0)
     try:
-        return str(value)
+        yield
     finally:
-        sys.set_int_max_str_digits(limit)
+        if limit:
+            sys.set_int_max_str_digits(limit)
+
+
+def unlimited_str(value: int) -> str:
+    with no_int_digit_limit():
+        return str(value)
 
 
 def is_cut(node: Any) -> bool:

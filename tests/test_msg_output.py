@@ -30,7 +30,7 @@ from skyllh_cluster.msg_output import (
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import MAX_DEPTH, check_value, values_equal
 from skyllh_cluster.wire.vector_json import value_from_json
-from msg_lines import check_cut_line, is_cut, parse, unlimited_str, whole_line
+from msg_lines import check_cut_line, is_cut, no_int_digit_limit, parse, unlimited_str, whole_line
 
 FRAME_INT = (1 << (65500 * 8)) - 12345  # about the largest int one frame carries: 157,740 digits
 
@@ -121,8 +121,9 @@ def test_the_legacy_line_is_str_of_the_value(value: Any) -> None:
 
 
 def test_the_legacy_line_writes_big_ints_that_str_refuses() -> None:
-    with pytest.raises(ValueError):
-        str(10**5000)
+    if getattr(sys, "get_int_max_str_digits", lambda: 0)():
+        with pytest.raises(ValueError):
+            str(10**5000)
     assert legacy_line(10**5000) == LEGACY_PREFIX + "1" + "0" * 5000
     assert legacy_line([FRAME_INT]) == LEGACY_PREFIX + "[" + unlimited_str(FRAME_INT) + "]"
 
@@ -130,12 +131,8 @@ def test_the_legacy_line_writes_big_ints_that_str_refuses() -> None:
 @given(values())
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_generated_legacy_lines_are_str_of_the_value(value: Any) -> None:
-    limit = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
+    with no_int_digit_limit():
         expected = LEGACY_PREFIX + str(value)
-    finally:
-        sys.set_int_max_str_digits(limit)
     assert legacy_line(value) == expected
 
 
@@ -152,8 +149,7 @@ def test_int_to_decimal_leaves_the_interpreters_limit_alone(monkeypatch) -> None
     def refuse(limit: int) -> None:
         raise AssertionError("sys.set_int_max_str_digits was called")
 
-    monkeypatch.setattr(sys, "set_int_max_str_digits", refuse)
-    assert sys.get_int_max_str_digits() in (4300, 0) or sys.get_int_max_str_digits() >= 640
+    monkeypatch.setattr(sys, "set_int_max_str_digits", refuse, raising=False)
     assert int_to_decimal(10**5000) == "1" + "0" * 5000
     assert msg_line(-(10**5000)) == 'MSG {"type":"int","value":"-1' + "0" * 5000 + '"}'
 
@@ -248,12 +244,8 @@ def test_any_value_cut_to_any_limit_is_exact_where_printed_and_counts_the_rest(v
 @given(values(max_leaves=40), st.integers(45, 600))
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
 def test_any_legacy_line_cut_to_any_limit_is_a_prefix_then_cut_nodes(value: Any, limit: int) -> None:
-    limit_digits = sys.get_int_max_str_digits()
-    sys.set_int_max_str_digits(0)
-    try:
+    with no_int_digit_limit():
         whole = LEGACY_PREFIX + str(value)
-    finally:
-        sys.set_int_max_str_digits(limit_digits)
     line = legacy_line(value, limit)
     assert len(line) + 1 <= limit
     if len(whole) + 1 <= limit:
