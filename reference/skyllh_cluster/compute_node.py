@@ -199,6 +199,7 @@ class ComputeNode:
         RegistrationRefused: the reply to RegisterCN was not an ACK.
         LiveTimeOverBeforeAck: no ACK within the live time.
         MasterClosedConnection: the master closed before acknowledging.
+        StdoutClosed: stdout was closed when a status line was printed.
         OSError: the connection could not be made.
     """
 
@@ -369,6 +370,7 @@ class ComputeNode:
             RemoteProtocolError: the master broke the framing (it closed in
                 the middle of a frame, FRM-5).
             ComputeNodeError: the node is already closed.
+            StdoutClosed: stdout was closed when a line was printed.
             Exception: what :meth:`handle_message` raised (the default one
                 raises nothing).
         """
