@@ -171,12 +171,15 @@ def malicious_frame(canary: str) -> bytes:
 
 # --- compute node processes ---------------------------------------------------------------
 
+import json as _json
 import queue as _queue
 import re as _re
 import subprocess as _subprocess
 import sys as _sys
 from pathlib import Path as _Path
 from typing import Dict, List, Sequence
+
+from skyllh_cluster.wire.vector_json import value_to_json
 
 REFERENCE = _Path(__file__).resolve().parents[1] / "reference"
 PROCESS_WAIT = 60.0  # seconds; starting the original imports numpy and scipy
@@ -206,12 +209,23 @@ def start_compute_node(kind: str, host: str, port: int, live_time: int = 60, pre
     )
 
 
-def expected_node_output(host: str, port: int, live_time: int, messages: Sequence[Any]) -> List[str]:
-    """The lines the original compute node prints for this session (ours prints the same)."""
+def expected_node_output(
+    host: str, port: int, live_time: int, messages: Sequence[Any], kind: str = "original"
+) -> List[str]:
+    """The lines a compute node of ``kind`` (a key of NODE_COMMANDS) prints for this session.
+
+    The original prints ``Received general message: {m}`` for each MSG; ours
+    prints ``MSG <json>`` (clause SCN-3, the vectors' JSON notation) and the
+    original's other lines.
+    """
+    if kind == "original":
+        lines = [f"Received general message: {m}" for m in messages]
+    else:
+        lines = ["MSG " + _json.dumps(value_to_json(m), separators=(",", ":")) for m in messages]
     return [
         f"Registered to master {host}:{port}",
         f"Runtime set to {live_time} seconds",
-        *(f"Received general message: {m}" for m in messages),
+        *lines,
         "Received shutdown command. Shutting down.",
     ]
 

@@ -28,6 +28,7 @@ from master_peers import (
 )
 
 from skyllh_cluster import cli
+from skyllh_cluster.commands import MSG
 from skyllh_cluster.master.server import MasterServer
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 
@@ -245,10 +246,9 @@ def test_scenario_mode_subprocess_port_0_two_concurrent_nodes_then_sigterm():
             master.wait()
     assert returncode == 0
     assert stderr.rest()[-1] == "stopped after serving 2 compute node(s)"
-    expected = expected_node_output("127.0.0.1", port, 60, SCENARIO_PAYLOADS)
-    for node_returncode, out, err in outcomes:
+    for kind, (node_returncode, out, err) in zip(("original", "cli"), outcomes):
         assert node_returncode == 0, err
-        assert out.splitlines() == expected
+        assert out.splitlines() == expected_node_output("127.0.0.1", port, 60, SCENARIO_PAYLOADS, kind)
 
 
 # --- compute-node ----------------------------------------------------------------------------------
@@ -262,12 +262,49 @@ def test_compute_node_subcommand_exits_0_on_shutdown(capsys):
         server.stop()
         serving.result()
     assert status == 0
-    assert capsys.readouterr().out.splitlines() == expected_node_output(host, port, 30, [])
+    assert capsys.readouterr().out.splitlines() == expected_node_output(host, port, 30, [], "cli")
 
 
 def test_compute_node_subcommand_exits_1_without_a_master(capsys):
     assert cli.main(["compute-node", "127.0.0.1", str(free_port()), "--live-time", "5"]) == 1
     assert "compute node:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, complaint",
+    [
+        (["127.0.0.1", "70000"], "argument MASTER_PORT: '70000' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "9999", "--live-time", "-1"], "argument --live-time: the live time must not be negative"),
+    ],
+)
+def test_compute_node_subcommand_usage_errors_exit_2(capsys, argv, complaint):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compute-node", *argv])
+    assert info.value.code == cli.EXIT_USAGE
+    assert capsys.readouterr().err.splitlines()[-1] == f"skyllh-cluster compute-node: error: {complaint}"
+
+
+def test_compute_node_subcommand_with_live_time_0_exits_1_without_connecting(capsys):
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        assert cli.main(["compute-node", "127.0.0.1", str(port), "--live-time", "0"]) == 1
+        listening.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listening.accept()
+    assert capsys.readouterr().err == (
+        f"compute node: the live time of 0 seconds is over at the start; not connecting to 127.0.0.1:{port}\n"
+    )
+
+
+def test_compute_node_subcommand_legacy_output(capsys):
+    with MasterServer(registration_timeout=WAIT) as server:
+        host, port = server.listen("127.0.0.1", 0)
+        serving = Background(lambda: server.serve_script([MSG(p) for p in SCENARIO_PAYLOADS]))
+        status = cli.main(["compute-node", host, str(port), "--live-time", "30", "--output", "legacy"])
+        server.stop()
+        serving.result()
+    assert status == 0
+    assert capsys.readouterr().out.splitlines() == expected_node_output(host, port, 30, SCENARIO_PAYLOADS, "original")
 
 
 def test_console_script_module_entry_point():

@@ -10,9 +10,12 @@ program ``python -m skyllh_cluster.compute_node`` in a subprocess.
 from __future__ import annotations
 
 import gc
+import io
 import logging
 import os
 import pickle
+import select
+import signal
 import socket
 import struct
 import subprocess
@@ -33,12 +36,14 @@ from skyllh_cluster.compute_node import (
     ComputeNodeError,
     MasterClosedConnection,
     RegistrationRefused,
-    RegistrationTimeout,
+    LiveTimeOverBeforeAck,
+    OutputFormat,
     Stop,
     main,
     run_compute_node,
 )
 from skyllh_cluster.errors import RemoteProtocolError
+from skyllh_cluster.protocol import connection as connection_module
 from skyllh_cluster.protocol.states import State
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import values_equal
@@ -205,7 +210,7 @@ def test_commands_a_compute_node_does_not_handle_are_ignored(master, caplog) -> 
     assert node.messages == ["x"]
     ignored = [r.message for r in caplog.records if "ignored" in r.message]
     assert len(ignored) == 2
-    assert "ACK()" in ignored[0] and "RegisterCN(" in ignored[1]
+    assert ignored[0].startswith("ignored ACK from") and ignored[1].startswith("ignored RegisterCN from")
 
 
 @pytest.mark.parametrize(
@@ -241,7 +246,7 @@ def test_live_time_over_before_the_ack_is_a_registration_timeout(master) -> None
     node = NodeThread(master.port, live_time=1)
     conn = master.accept_registration(1, node.started_at)
     node.finish()
-    assert isinstance(node.error, RegistrationTimeout)
+    assert isinstance(node.error, LiveTimeOverBeforeAck)
     assert "did not acknowledge" in str(node.error)
     assert recv_until_eof(conn) == b""
 
@@ -252,7 +257,7 @@ def test_a_connect_that_cannot_complete_within_the_live_time_is_a_registration_t
     waiting = socket.create_connection(("127.0.0.1", full.port), timeout=TIMEOUT)
     try:
         node = NodeThread(full.port, live_time=1).finish()
-        assert isinstance(node.error, RegistrationTimeout)
+        assert isinstance(node.error, LiveTimeOverBeforeAck)
         assert "could not connect" in str(node.error)
     finally:
         waiting.close()
@@ -336,6 +341,59 @@ def test_a_failing_message_hook_closes_the_node_and_propagates(master) -> None:
     assert recv_until_eof(conn) == b""
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [ValueError("Exceeds the limit " * 100_000), RecursionError(), MemoryError(), KeyError(10**5000)],
+    ids=["ValueError-huge-text", "RecursionError", "MemoryError", "KeyError-unprintable"],
+)
+def test_a_decoder_failure_other_than_a_protocol_error_costs_one_frame(master, caplog, monkeypatch, failure) -> None:
+    real_loads = connection_module.loads
+
+    def failing_on_boom(payload: bytes) -> Any:
+        if b"BOOM" in payload:
+            raise failure
+        return real_loads(payload)
+
+    monkeypatch.setattr(connection_module, "loads", failing_on_boom)
+    frames = msg_frame("before") + msg_frame("BOOM") + msg_frame("after") + SHUTDOWN_FRAME
+    with caplog.at_level(logging.WARNING, logger="skyllh_cluster.compute_node"):
+        node = serve_frames(master, frames)
+    assert node.error is None and node.result is Stop.SHUTDOWN
+    assert node.messages == ["before", "after"]
+    [warning] = [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()]
+    assert len(warning) < 500
+
+
+def test_a_decoder_failure_on_the_reply_refuses_the_registration(master, monkeypatch) -> None:
+    real_loads = connection_module.loads
+
+    def failing_on_boom(payload: bytes) -> Any:
+        if b"BOOM" in payload:
+            raise ValueError("x" * 10**6)
+        return real_loads(payload)
+
+    monkeypatch.setattr(connection_module, "loads", failing_on_boom)
+    node = NodeThread(master.port)
+    conn = master.accept_registration(node.live_time, node.started_at)
+    conn.sendall(msg_frame("BOOM") + ACK_FRAME)
+    node.finish()
+    assert isinstance(node.error, RegistrationRefused) and node.error.clause == "CN-4"
+    assert "the reply failed to decode (ValueError: xxx" in str(node.error) and len(str(node.error)) < 600
+    assert isinstance(node.error.__cause__, RemoteProtocolError)
+    assert recv_until_eof(conn) == b""
+
+
+@pytest.mark.parametrize("live_time", [0, -5])
+def test_a_live_time_over_at_the_start_does_not_connect(master, live_time) -> None:
+    node = NodeThread(master.port, live_time=live_time).finish()
+    assert isinstance(node.error, LiveTimeOverBeforeAck) and isinstance(node.error, RuntimeError)
+    assert "over at the start; not connecting" in str(node.error)
+    # connect() would have completed before the node raised: nothing is queued.
+    master.server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        master.server.accept()
+
+
 # -- the seed's surface -------------------------------------------------------------------------
 def test_properties_cast_like_the_seed(master) -> None:
     node = NodeThread(master.port, live_time="60", node_class=ComputeNode)  # type: ignore[arg-type]
@@ -366,8 +424,23 @@ def test_bad_arguments_are_type_errors_and_leave_nothing_to_clean_up(args, messa
     assert unraisable == []
 
 
-def test_default_output_is_the_originals_lines(master, capsys) -> None:
-    node = serve_frames(master, MSG_HELLO_FRAME + msg_frame("ü") + SHUTDOWN_FRAME, on_message=None, echo=True)
+def test_default_output_is_one_msg_line_per_value(master, capsys) -> None:
+    node = serve_frames(master, MSG_HELLO_FRAME + msg_frame("ü") + msg_frame((1.5, b"")) + SHUTDOWN_FRAME, on_message=None, echo=True)
+    assert node.result is Stop.SHUTDOWN
+    assert capsys.readouterr().out.splitlines() == [
+        f"Registered to master 127.0.0.1:{master.port}",
+        "Runtime set to 60 seconds",
+        'MSG {"type":"str","utf8":"68656c6c6f"}',
+        'MSG {"type":"str","utf8":"c3bc"}',
+        'MSG {"type":"tuple","items":[{"type":"float","bits":"3ff8000000000000"},{"type":"bytes","hex":""}]}',
+        "Received shutdown command. Shutting down.",
+    ]
+
+
+@pytest.mark.parametrize("output", [OutputFormat.LEGACY, "legacy"])
+def test_legacy_output_is_the_originals_lines(master, capsys, output) -> None:
+    frames = MSG_HELLO_FRAME + msg_frame("ü") + SHUTDOWN_FRAME
+    node = serve_frames(master, frames, on_message=None, echo=True, output=output)
     assert node.result is Stop.SHUTDOWN
     assert capsys.readouterr().out.splitlines() == [
         f"Registered to master 127.0.0.1:{master.port}",
@@ -376,6 +449,11 @@ def test_default_output_is_the_originals_lines(master, capsys) -> None:
         "Received general message: ü",
         "Received shutdown command. Shutting down.",
     ]
+
+
+def test_an_unknown_output_format_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="'yaml' is not a valid OutputFormat"):
+        ComputeNode(60, "127.0.0.1", 1, output="yaml")
 
 
 def test_live_time_end_prints_the_originals_line(master, capsys) -> None:
@@ -391,7 +469,7 @@ def test_without_echo_the_lines_go_to_the_log(master, capsys, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="skyllh_cluster.compute_node"):
         serve_frames(master, MSG_HELLO_FRAME + SHUTDOWN_FRAME, on_message=None, echo=False)
     assert capsys.readouterr().out == ""
-    assert "Received general message: hello" in caplog.messages
+    assert 'MSG {"type":"str","utf8":"68656c6c6f"}' in caplog.messages
     assert "Received shutdown command. Shutting down." in caplog.messages
 
 
@@ -460,6 +538,52 @@ def test_run_compute_node_returns_1_when_nobody_listens(capsys) -> None:
     assert f"no connection to the master at 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def run_in_thread(master: ScriptedMaster, frames: bytes, **options: Any) -> int:
+    """run_compute_node on a thread against ``master``, which sends ``frames`` after the ACK."""
+    status: List[int] = []
+    started = time.time()
+    thread = threading.Thread(
+        target=lambda: status.append(run_compute_node("127.0.0.1", master.port, 60, **options)), daemon=True
+    )
+    thread.start()
+    conn = master.accept_registration(60, started)
+    conn.sendall(ACK_FRAME + frames)
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert recv_until_eof(conn) == b""
+    return status[0]
+
+
+def test_run_compute_node_reports_an_unexpected_error_in_one_line(master, capsys) -> None:
+    def broken(msg: Any) -> None:
+        raise KeyError("x" * 10_000)
+
+    assert run_in_thread(master, MSG_HELLO_FRAME, on_message=broken) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("compute node: internal error, KeyError: 'xxx") and err.count("\n") == 1
+    assert err.endswith("(10002 characters) (--log-level debug shows where)\n")
+
+
+def test_run_compute_node_returns_130_when_interrupted(master, capsys) -> None:
+    def interrupt(msg: Any) -> None:
+        raise KeyboardInterrupt
+
+    assert run_in_thread(master, MSG_HELLO_FRAME, on_message=interrupt) == 130
+    assert capsys.readouterr().err == "compute node: interrupted\n"
+
+
+def test_run_compute_node_stops_when_stdout_is_closed(master, capsys, monkeypatch) -> None:
+    class ClosedPipe(io.StringIO):
+        encoding = "utf-8"
+
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert run_in_thread(master, MSG_HELLO_FRAME) == 1
+    assert capsys.readouterr().err == "compute node: standard output was closed; the node cannot report its messages\n"
+
+
 def test_main_parses_the_originals_arguments_and_serves(master, capsys) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
@@ -486,12 +610,19 @@ def test_main_rejects_a_port_that_is_not_a_number(capsys) -> None:
 
 
 # -- the program, in a subprocess ------------------------------------------------------------------
-def start_program(*args: str) -> "subprocess.Popen[str]":
+#: The two ways to start the reference compute node: its module, and the CLI's subcommand.
+PROGRAMS = {
+    "module": ["-m", "skyllh_cluster.compute_node"],
+    "cli": ["-m", "skyllh_cluster", "compute-node"],
+}
+
+
+def start_program(*args: str, program: str = "module", encoding: str = "utf-8") -> "subprocess.Popen[str]":
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REFERENCE), env.get("PYTHONPATH")) if p)
-    env["PYTHONIOENCODING"] = "utf-8"
+    env["PYTHONIOENCODING"] = encoding
     return subprocess.Popen(
-        [sys.executable, "-m", "skyllh_cluster.compute_node", *args],
+        [sys.executable, *PROGRAMS[program], *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -510,9 +641,30 @@ def finish_program(proc: "subprocess.Popen[str]") -> "tuple[int, str, str]":
     return proc.returncode, out, err
 
 
-def test_program_exits_0_after_shutdown_with_the_originals_lines(master) -> None:
+def test_program_exits_0_after_shutdown_with_one_msg_line_per_value(master) -> None:
     started = time.time()
     proc = start_program("127.0.0.1", str(master.port), "--live-time", "45")
+    try:
+        conn = master.accept_registration(45, started)
+        conn.sendall(ACK_FRAME + MSG_HELLO_FRAME + msg_frame("ünï") + msg_frame([1, (2, 3)]) + SHUTDOWN_FRAME)
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 0, err
+    assert out.splitlines() == [
+        f"Registered to master 127.0.0.1:{master.port}",
+        "Runtime set to 45 seconds",
+        'MSG {"type":"str","utf8":"68656c6c6f"}',
+        'MSG {"type":"str","utf8":"c3bc6ec3af"}',
+        'MSG {"type":"list","items":[{"type":"int","value":"1"},'
+        '{"type":"tuple","items":[{"type":"int","value":"2"},{"type":"int","value":"3"}]}]}',
+        "Received shutdown command. Shutting down.",
+    ]
+    assert recv_until_eof(conn) == b""
+
+
+def test_program_with_legacy_output_prints_the_originals_lines(master) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "45", "--output", "legacy")
     try:
         conn = master.accept_registration(45, started)
         conn.sendall(ACK_FRAME + MSG_HELLO_FRAME + msg_frame("ünï") + msg_frame([1, (2, 3)]) + SHUTDOWN_FRAME)
@@ -527,7 +679,6 @@ def test_program_exits_0_after_shutdown_with_the_originals_lines(master) -> None
         "Received general message: [1, (2, 3)]",
         "Received shutdown command. Shutting down.",
     ]
-    assert recv_until_eof(conn) == b""
 
 
 def test_program_exits_0_when_its_live_time_ends_under_a_silent_master(master) -> None:
@@ -573,3 +724,132 @@ def test_program_help_names_the_originals_arguments() -> None:
     assert status == 0
     for word in ("MASTER_ADDR", "MASTER_PORT", "--live-time", "default: 7200"):
         assert word in out
+
+
+def read_line_within(proc: "subprocess.Popen[str]", timeout: float = TIMEOUT) -> str:
+    """The program's next stdout line, waiting at most ``timeout`` seconds for it.
+
+    Read a byte at a time from the pipe itself, so that nothing stays in the
+    text wrapper's buffer where select() cannot see it.
+    """
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"the program printed no whole line within {timeout} s: {line!r}"
+        byte = os.read(fd, 1)
+        assert byte, f"the program closed its stdout after {line!r}"
+        line += byte
+    return line.decode("utf-8")
+
+
+# -- exit statuses and errors as a user meets them (issue 12) ---------------------------------------
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_with_live_time_0_exits_1_at_once_without_connecting(master, program) -> None:
+    status, out, err = finish_program(start_program("127.0.0.1", str(master.port), "--live-time", "0", program=program))
+    assert status == 1
+    assert out == ""
+    assert err == f"compute node: the live time of 0 seconds is over at the start; not connecting to 127.0.0.1:{master.port}\n"
+    master.server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        master.server.accept()
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["127.0.0.1", "70000"], "argument MASTER_PORT: '70000' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "0"], "argument MASTER_PORT: '0' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "-1"], "argument MASTER_PORT: '-1' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "ninety"], "argument MASTER_PORT: 'ninety' is not a TCP port number (1 to 65535)"),
+        (["127.0.0.1", "9999", "--live-time", "-1"], "argument --live-time: the live time must not be negative"),
+        (["127.0.0.1", "9999", "--live-time", "1.5"], "argument --live-time: '1.5' is not a whole number of seconds"),
+        (["127.0.0.1", "9999", "--output", "yaml"], "argument --output: invalid choice: 'yaml' (choose from 'json', 'legacy')"),
+    ],
+    ids=["port-70000", "port-0", "port-negative", "port-word", "live-time-negative", "live-time-fraction", "output"],
+)
+def test_program_usage_errors_exit_2_with_one_line(program, args, complaint) -> None:
+    status, out, err = finish_program(start_program(*args, program=program))
+    assert status == 2
+    assert out == ""
+    assert err.splitlines()[-1].endswith(complaint)
+    assert "Traceback" not in err and "Connection refused" not in err
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_with_a_host_name_that_does_not_resolve_says_so_in_one_line(program) -> None:
+    status, out, err = finish_program(start_program("nosuchhost.invalid", "9999", program=program))
+    assert status == 1
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert err.startswith("compute node: cannot resolve the master's host name 'nosuchhost.invalid': ")
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_interrupted_while_serving_exits_130_with_one_line(master, program) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "60", program=program)
+    try:
+        conn = master.accept_registration(60, started)
+        conn.sendall(ACK_FRAME)
+        assert read_line_within(proc) == f"Registered to master 127.0.0.1:{master.port}\n"
+        assert read_line_within(proc) == "Runtime set to 60 seconds\n"
+        proc.send_signal(signal.SIGINT)
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 130
+    assert err == "compute node: interrupted\n"
+    assert recv_until_eof(conn) == b""
+
+
+@pytest.mark.parametrize("program", sorted(PROGRAMS))
+def test_program_interrupted_while_awaiting_the_ack_exits_130_with_one_line(master, program) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "60", program=program)
+    try:
+        conn = master.accept_registration(60, started)  # the node has sent RegisterCN and waits
+        proc.send_signal(signal.SIGINT)
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 130
+    assert (out, err) == ("", "compute node: interrupted\n")
+    assert recv_until_eof(conn) == b""
+
+
+def test_program_failure_shows_a_traceback_only_at_log_level_debug(master) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--log-level", "debug")
+    try:
+        conn = master.accept_registration(DEFAULT_LIVE_TIME, started)
+        conn.sendall(ACK_FRAME)
+        conn.close()
+    finally:
+        status, out, err = finish_program(proc)
+    assert status == 1
+    assert "Traceback" in err and "MasterClosedConnection" in err
+    assert err.splitlines()[-1].startswith("compute node: the master at 127.0.0.1:")
+
+
+def test_program_whose_stdout_is_closed_exits_1_with_one_line(master) -> None:
+    started = time.time()
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "60")
+    try:
+        conn = master.accept_registration(60, started)
+        conn.sendall(ACK_FRAME)
+        assert read_line_within(proc).startswith("Registered to master")
+        assert proc.stdout is not None
+        proc.stdout.close()  # as `| head -1` does when it has its line
+        conn.sendall(MSG_HELLO_FRAME)
+        status = proc.wait(TIMEOUT)  # stderr is one short line: the pipe cannot fill
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+    assert status == 1
+    assert err == "compute node: standard output was closed; the node cannot report its messages\n"
+    assert recv_until_eof(conn) == b""

@@ -48,26 +48,26 @@ def serve_with_library(kinds):
 
 def test_original_compute_nodes_get_every_payload_from_our_master_node():
     host, port, outcomes = serve_with_library(["original", "original"])
-    expected = expected_node_output(host, port, LIVE_TIME, SCENARIO_PAYLOADS)
     for returncode, out, err in outcomes:
         assert returncode == 0, err
-        assert out.splitlines() == expected
+        assert out.splitlines() == expected_node_output(host, port, LIVE_TIME, SCENARIO_PAYLOADS)
 
 
 def test_a_mixed_cluster_of_original_and_our_compute_nodes():
-    host, port, outcomes = serve_with_library(["original", "ours", "cli", "original"])
-    expected = expected_node_output(host, port, LIVE_TIME, SCENARIO_PAYLOADS)
-    for returncode, out, err in outcomes:
+    kinds = ["original", "ours", "cli", "original"]
+    host, port, outcomes = serve_with_library(kinds)
+    for kind, (returncode, out, err) in zip(kinds, outcomes):
         assert returncode == 0, err
-        assert out.splitlines() == expected
+        assert out.splitlines() == expected_node_output(host, port, LIVE_TIME, SCENARIO_PAYLOADS, kind)
 
 
 def test_original_compute_nodes_with_our_cli_master():
     lines = ["first job", "ünïcødé ✓", "", "{'trial': 3}"]
+    kinds = ("original", "ours")
     master, stderr = start_master_cli("--host", "127.0.0.1", "--port", "0", "--n-cn", "2")
     try:
         port = int(stderr.wait_for(r"^listening on 127\.0\.0\.1:(\d+)$").group(1))
-        nodes = [start_compute_node(kind, "127.0.0.1", port, LIVE_TIME) for kind in ("original", "ours")]
+        nodes = [start_compute_node(kind, "127.0.0.1", port, LIVE_TIME) for kind in kinds]
         stderr.wait_for(r"^all 2 compute nodes registered$")
         master.stdin.write("".join(f"{line}\n" for line in lines))
         master.stdin.close()
@@ -75,8 +75,7 @@ def test_original_compute_nodes_with_our_cli_master():
     finally:
         returncode = wait_exit(master)
     assert returncode == 0, stderr.rest()
-    expected = expected_node_output("127.0.0.1", port, LIVE_TIME, lines)
-    for node_returncode, out, err in outcomes:
+    for kind, (node_returncode, out, err) in zip(kinds, outcomes):
         assert node_returncode == 0, err
-        assert out.splitlines() == expected
+        assert out.splitlines() == expected_node_output("127.0.0.1", port, LIVE_TIME, lines, kind)
     assert "sent ShutdownCN to 2 of 2 compute nodes" in stderr.rest()

@@ -10,6 +10,7 @@ started here are stopped, by their own handles.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import subprocess
@@ -24,6 +25,7 @@ from node_threads import NodeThread
 from skyllh_cluster.compute_node import MasterClosedConnection, Stop
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import values_equal
+from skyllh_cluster.wire.vector_json import value_to_json
 
 pytestmark = pytest.mark.interop
 
@@ -132,7 +134,7 @@ def test_our_nodes_receive_every_payload_from_the_original_master_and_shut_down(
     assert out == [
         f"Registered to master {address}:{port}",
         "Runtime set to 60 seconds",
-        *(f"Received general message: {p}" for p in SCENARIO_PAYLOADS),
+        *("MSG " + json.dumps(value_to_json(p), separators=(",", ":")) for p in SCENARIO_PAYLOADS),
         "Received shutdown command. Shutting down.",
     ]
 

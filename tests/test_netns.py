@@ -91,6 +91,6 @@ def test_registration_and_broadcast_cross_a_veth_pair(linked_namespaces):
                 process.kill()
                 process.wait()
     assert returncode == 0, stderr.rest()
-    for node_returncode, out, err in outcomes:
+    for kind, (node_returncode, out, err) in zip(("cli", "original"), outcomes):
         assert node_returncode == 0, err
-        assert out.splitlines() == expected_node_output(MASTER_ADDRESS, port, 60, lines)
+        assert out.splitlines() == expected_node_output(MASTER_ADDRESS, port, 60, lines, kind)

@@ -114,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
         "compute-node",
         parents=[common],
         help="run a compute node that registers with a master",
-        description="Register with the master at MASTER_ADDR:MASTER_PORT and serve its commands. "
-        "Exits 0 on ShutdownCN or when the live time ends, 1 when it cannot register or loses the master.",
+        description="Register with the master at MASTER_ADDR:MASTER_PORT and serve its commands, "
+        "printing one line 'MSG <json>' per message (spec clause SCN-3). "
+        "Exits 0 on ShutdownCN or when the live time ends, 1 when it cannot register or loses the master "
+        "(one line on stderr), 2 for bad arguments, 130 when interrupted.",
     )
     compute_node.add_arguments(node)
 
@@ -174,7 +176,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if args.command == "compute-node":
-        return compute_node.run_compute_node(args.master_addr, args.master_port, args.live_time)
+        return compute_node.run_from_arguments(args)
     return _run_master(args, debug=level == "debug")
 
 

@@ -12,21 +12,41 @@ The class is thin blocking I/O around the sans-I/O
 decides what every received frame means and when the live time has passed;
 this module only moves bytes, waits, and reports.
 
+Each MSG value is printed on stdout as one line ``MSG <json>`` (clause
+SCN-3: the value in the lossless JSON of the spec's vectors, see
+:mod:`skyllh_cluster.msg_output`), or with ``output="legacy"`` as the
+original's ``Received general message: {msg}``.  Either line is bounded to
+1 MiB: a value that expands beyond that through shared references, or an int
+with more digits than the interpreter converts, is printed cut, with the
+count of what was left out, and serving goes on.
+
 Where the original breaks, this one holds:
 
 * it stops when its live time is over even if the master says nothing
   (CN-10; the original looks at the clock only after a command arrives);
 * it skips a frame it cannot decode and keeps serving (CN-9; the original
-  dies in ``pickle.loads``, or worse, runs what the frame says);
+  dies in ``pickle.loads``, or worse, runs what the frame says), even when
+  the decoder fails with something other than a ProtocolError;
 * it ignores, with a logged warning, a valid command it does not handle
   (CN-8);
 * a reply to its registration that is not an ACK raises
   :class:`RegistrationRefused`, which names clause CN-4 and is still a
   ``RuntimeError`` like the original's error.
 
-Exit status of the program: 0 after a ShutdownCN or when the live time is
-over; 1 when the node could not register or lost its master (the error is
-printed on stderr); 2 for bad arguments.
+Exit status of the program (one line on stderr for each failure, a
+traceback only with ``--log-level debug``):
+
+* 0 after a ShutdownCN, or when the live time is over after the ACK (CN-6,
+  CN-10);
+* 1 when the node could not register: no connection, a reply that is not an
+  ACK (CN-4), the live time over before the ACK (CN-10), which includes
+  ``--live-time 0``: a node whose live time is over at its start does not
+  connect at all; and when it lost its master while serving (a close between
+  frames, a reset, or a close inside a frame, FRM-5), or its standard output
+  was closed;
+* 2 for bad arguments (argparse's status; a port outside 1..65535 or a
+  negative live time is one);
+* 130 when interrupted (SIGINT, Ctrl-C).
 """
 
 from __future__ import annotations
@@ -34,15 +54,17 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import os
 import socket
 import sys
 import time
 from types import TracebackType
-from typing import Any, Callable, Optional, Sequence, Type, cast
+from typing import Any, Callable, Optional, Sequence, Type, Union, cast
 
 from .clauses import Role
 from .commands import MSG, RegisterCN, ShutdownCN, int_cast
 from .errors import ProtocolError, RemoteProtocolError
+from .msg_output import legacy_line, msg_line
 from .protocol.connection import Connection
 from .protocol.events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
 from .protocol.states import State
@@ -54,11 +76,18 @@ __all__ = [
     "ComputeNode",
     "ComputeNodeError",
     "RegistrationRefused",
-    "RegistrationTimeout",
+    "LiveTimeOverBeforeAck",
     "MasterClosedConnection",
+    "StdoutClosed",
     "Stop",
+    "OutputFormat",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
     "add_arguments",
     "run_compute_node",
+    "run_from_arguments",
     "main",
 ]
 
@@ -66,6 +95,19 @@ logger = logging.getLogger(__name__)
 
 #: The original's default live time: two hours.
 DEFAULT_LIVE_TIME = 2 * 60 * 60
+
+#: Exit status: ShutdownCN received, or the live time over after the ACK.
+EXIT_OK = 0
+#: Exit status: the node could not register, or lost its master.
+EXIT_FAILED = 1
+#: Exit status: bad arguments.
+EXIT_USAGE = 2
+#: Exit status: interrupted by SIGINT (Ctrl-C), as a shell reports 128 + 2.
+EXIT_INTERRUPTED = 130
+
+# The longest excerpt of an error's text that goes into a log line: an
+# error raised on data from the network must not be echoed unbounded.
+_EXCERPT = 300
 
 # One recv can take a whole frame of the largest size.
 _RECV_SIZE = HEADER_SIZE + MAX_PAYLOAD
@@ -91,12 +133,31 @@ class RegistrationRefused(RemoteProtocolError, ComputeNodeError):
     """
 
 
-class RegistrationTimeout(ComputeNodeError):
-    """The live time was over before the master acknowledged the registration."""
+class LiveTimeOverBeforeAck(ComputeNodeError):
+    """The node's live time was over before the master acknowledged its registration.
+
+    Raised when the connection could not be made, or the ACK did not come,
+    within the live time, and at once, without connecting, when the live time
+    is over at the node's start (a live time of 0 or less).  The node does
+    not carry on (CN-4, CN-10).
+    """
 
 
 class MasterClosedConnection(ComputeNodeError):
     """The master closed (or reset) the connection before sending ShutdownCN."""
+
+
+class OutputFormat(enum.Enum):
+    """How the default :meth:`ComputeNode.handle_message` prints a MSG value."""
+
+    #: ``MSG <json>`` (clause SCN-3), what the conformance kit reads.
+    JSON = "json"
+    #: The original's ``Received general message: {msg}``.
+    LEGACY = "legacy"
+
+
+class StdoutClosed(ComputeNodeError):
+    """Standard output was closed while the node printed on it (``echo=True``)."""
 
 
 class Stop(enum.Enum):
@@ -123,15 +184,22 @@ class ComputeNode:
         master_port: TCP port of the master.  Cast with ``int()``.
         on_message: Called with each received MSG value by the default
             :meth:`handle_message`, instead of printing it.
-        echo: Print the original's status lines on stdout (``Registered to
-            master ...``, ``Received general message: ...``, and so on).
-            When false they go to the log at level INFO instead.
+        echo: Print the status lines (``Registered to master ...``,
+            ``Received shutdown command. Shutting down.``, and so on) and
+            the line of each MSG on stdout.  When false they go to the log
+            at level INFO instead.
+        output: The line printed for each MSG: :attr:`OutputFormat.JSON`
+            (``MSG <json>``, clause SCN-3, the default) or
+            :attr:`OutputFormat.LEGACY` (the original's line), or their
+            values ``"json"`` and ``"legacy"``.
 
     Raises:
         TypeError: an argument has the wrong type.
+        ValueError: ``output`` is not an output format.
         RegistrationRefused: the reply to RegisterCN was not an ACK.
-        RegistrationTimeout: no ACK within the live time.
+        LiveTimeOverBeforeAck: no ACK within the live time.
         MasterClosedConnection: the master closed before acknowledging.
+        StdoutClosed: stdout was closed when a status line was printed.
         OSError: the connection could not be made.
     """
 
@@ -146,12 +214,14 @@ class ComputeNode:
         *,
         on_message: Optional[Callable[[Any], None]] = None,
         echo: bool = True,
+        output: Union[OutputFormat, str] = OutputFormat.JSON,
     ) -> None:
         self.live_time = live_time
         self.master_addr = master_addr
         self.master_port = master_port
         self.on_message = on_message
         self.echo = echo
+        self.output = OutputFormat(output)
 
         self._start_time = time.time()
         self._conn = Connection(Role.COMPUTE_NODE, start_time=self._start_time, live_time=self._live_time)
@@ -210,21 +280,28 @@ class ComputeNode:
         return cast(float, self._conn.deadline) - time.time()
 
     def _register(self) -> None:
+        if self._seconds_left() <= 0:
+            # Connecting would be acting after the live time (CN-10): it is over already.
+            raise LiveTimeOverBeforeAck(
+                f"the live time of {self._live_time} seconds is over at the start; not connecting to {self._master()}"
+            )
         try:
             self.sock = socket.create_connection(
                 (self._master_addr, self._master_port), timeout=max(self._seconds_left(), _SHORTEST_WAIT)
             )
         except socket.timeout as exc:
-            raise RegistrationTimeout(f"could not connect to the master at {self._master()} within the live time") from exc
+            raise LiveTimeOverBeforeAck(f"could not connect to the master at {self._master()} within the live time") from exc
         send_to_socket(self.sock, self._conn.send(RegisterCN(int(self._start_time), self._live_time)))
         try:
             event = self._next_event()
         except RemoteProtocolError as exc:
             raise RegistrationRefused(
-                "CN-4", f"the master at {self._master()} did not reply to RegisterCN with an ACK: {exc}", exc.offset
+                "CN-4",
+                f"the master at {self._master()} did not reply to RegisterCN with an ACK: {_excerpt(exc)}",
+                exc.offset,
             ) from exc
         if event is None:
-            raise RegistrationTimeout(f"the master at {self._master()} did not acknowledge the registration within the live time")
+            raise LiveTimeOverBeforeAck(f"the master at {self._master()} did not acknowledge the registration within the live time")
         if isinstance(event, ConnectionClosed):
             raise MasterClosedConnection(f"the master at {self._master()} closed the connection before acknowledging the registration")
         # The connection accepts nothing but an ACK here; anything else raised above.
@@ -236,10 +313,30 @@ class ComputeNode:
         while True:
             if self._conn.expire_if_due(time.time()):
                 return None
-            event = self._conn.next_event()
+            try:
+                event = self._conn.next_event()
+            except ProtocolError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a decoder failure must cost one frame, not the node
+                self._decoder_failed(exc)
+                continue
             if event is not NEED_DATA:
                 return event
             self._receive()
+
+    def _decoder_failed(self, exc: Exception) -> None:
+        """Handle a frame whose decoding raised something other than a ProtocolError.
+
+        The frame has been consumed.  Before the ACK it is a reply that is
+        not an ACK (CN-4); while serving it is skipped like any frame that
+        does not decode (CN-9).  The error's text is quoted short: it may
+        have been built from the frame.
+        """
+        failure = f"{type(exc).__name__}: {_excerpt(exc)}"
+        if self._conn.state is State.AWAIT_ACK:
+            # The only frame before the ACK is the first one, at stream offset 0.
+            raise RemoteProtocolError("CN-4", f"the reply failed to decode ({failure})", 0) from exc
+        logger.warning("skipped a frame from master %s that failed to decode (%s)", self._master(), failure)
 
     def _receive(self) -> None:
         """Wait for bytes until the live time is over, and hand them to the connection."""
@@ -273,6 +370,9 @@ class ComputeNode:
             RemoteProtocolError: the master broke the framing (it closed in
                 the middle of a frame, FRM-5).
             ComputeNodeError: the node is already closed.
+            StdoutClosed: stdout was closed when a line was printed.
+            Exception: what :meth:`handle_message` raised (the default one
+                raises nothing).
         """
         if self._conn.state is State.CLOSED:
             raise ComputeNodeError("this compute node is closed")
@@ -288,11 +388,16 @@ class ComputeNode:
                     self._say("Received shutdown command. Shutting down.")
                     return Stop.SHUTDOWN
                 elif isinstance(event, UndecodableFrame):
-                    logger.warning("skipped a frame from master %s that does not decode: %s", self._master(), event.error)
+                    logger.warning(
+                        "skipped a frame from master %s that does not decode: %s", self._master(), _excerpt(event.error)
+                    )
                 elif isinstance(event, ConnectionClosed):
                     raise MasterClosedConnection(f"the master at {self._master()} closed the connection before ShutdownCN")
                 else:
-                    logger.warning("ignored %r from master %s: a compute node does not handle it", event, self._master())
+                    # Named by class only: a RegisterCN's repr would format its fields, of any size.
+                    logger.warning(
+                        "ignored %s from master %s: a compute node does not handle it", type(event).__name__, self._master()
+                    )
         finally:
             self.close()
 
@@ -300,18 +405,31 @@ class ComputeNode:
         """Handle one MSG value; override it, or pass ``on_message``.
 
         By default it calls ``on_message`` if one was given, and otherwise
-        reports ``Received general message: {msg}`` as the original does.
+        reports the value's line (see ``output``): ``MSG <json>``, or the
+        original's ``Received general message: {msg}``.  Either is at most
+        1 MiB, whatever the value (:mod:`skyllh_cluster.msg_output`).
         """
         if self.on_message is not None:
             self.on_message(msg)
+        elif self.output is OutputFormat.JSON:
+            self._say(msg_line(msg))
         else:
-            self._say(f"Received general message: {msg}")
+            self._say(legacy_line(msg))
 
     def _say(self, line: str) -> None:
-        if self.echo:
-            print(line, flush=True)
-        else:
+        if not self.echo:
             logger.info("%s", line)
+            return
+        stream = sys.stdout
+        if not line.isascii():
+            # A lone surrogate, or a code point the stream's encoding lacks,
+            # is printed escaped instead of raising UnicodeEncodeError.
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            line = line.encode(encoding, "backslashreplace").decode(encoding)
+        try:
+            print(line, file=stream, flush=True)
+        except BrokenPipeError as exc:  # e.g. piped into `head`, which has exited
+            raise StdoutClosed("standard output was closed; the node cannot report its messages") from exc
 
     # -- closing -----------------------------------------------------------------------
     def close(self) -> None:
@@ -336,48 +454,130 @@ class ComputeNode:
             self.close()
 
 
-# -- command line ----------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the compute node's arguments (the original's) to ``parser``.
+def _excerpt(error: BaseException) -> str:
+    """An error's text, cut to a few hundred characters (its type's name if it has none)."""
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - str() of an error built from hostile data may itself fail
+        text = ""
+    if not text:
+        return type(error).__name__
+    if len(text) > _EXCERPT:
+        return f"{text[:_EXCERPT]}... ({len(text)} characters)"
+    return text
 
-    They are ``master_addr``, ``master_port`` and ``live_time``.
+
+# -- command line ----------------------------------------------------------------------
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a TCP port number (1 to 65535)")
+    return port
+
+
+def _live_time(text: str) -> int:
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number of seconds") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("the live time must not be negative")
+    return seconds
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the compute node's arguments to ``parser``.
+
+    They are the original's ``master_addr``, ``master_port`` and
+    ``live_time``, and ``output``.  A port outside 1..65535 and a negative
+    live time are usage errors.
     """
     parser.add_argument(
         "master_addr", metavar="MASTER_ADDR", help="The address (IP / hostname) of the SkyLLH master program."
     )
     parser.add_argument(
-        "master_port", metavar="MASTER_PORT", type=int, help="The port number of the SkyLLH master program."
+        "master_port", metavar="MASTER_PORT", type=_port, help="The port number of the SkyLLH master program."
     )
     parser.add_argument(
         "--live-time",
         metavar="S",
-        type=int,
+        type=_live_time,
         default=DEFAULT_LIVE_TIME,
-        help="The time in seconds to run this compute node instance (default: %(default)s).",
+        help="The time in seconds to run this compute node instance (default: %(default)s). "
+        "With 0 the live time is over at the start: the node does not connect, and exits 1.",
+    )
+    parser.add_argument(
+        "--output",
+        choices=[fmt.value for fmt in OutputFormat],
+        default=OutputFormat.JSON.value,
+        help="the line printed for each message: 'json' is 'MSG <json>' (spec clause SCN-3, "
+        "what the conformance kit reads), 'legacy' is the original's 'Received general message: ...' "
+        "(default: %(default)s)",
     )
 
 
 def run_compute_node(
-    host: str, port: int, live_time: int, *, on_message: Optional[Callable[[Any], None]] = None
+    host: str,
+    port: int,
+    live_time: int,
+    *,
+    on_message: Optional[Callable[[Any], None]] = None,
+    output: Union[OutputFormat, str] = OutputFormat.JSON,
 ) -> int:
     """Register with the master at ``host:port``, serve, and return an exit status.
 
-    The original's status lines go to stdout; a failure is printed on stderr.
+    The status lines and each message's line go to stdout; a failure is one
+    line on stderr (its traceback is logged at level DEBUG).
 
     Returns:
-        0 after a ShutdownCN or at the end of the live time; 1 when the node
-        could not register or lost its master.
+        :data:`EXIT_OK` after a ShutdownCN or at the end of the live time;
+        :data:`EXIT_FAILED` when the node could not register or lost its
+        master; :data:`EXIT_INTERRUPTED` on SIGINT.
     """
     try:
-        with ComputeNode(live_time, host, port, on_message=on_message) as node:
+        with ComputeNode(live_time, host, port, on_message=on_message, output=output) as node:
             node.handle_requests()
-    except (ComputeNodeError, ProtocolError) as exc:
+    except KeyboardInterrupt:
+        print("compute node: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    except StdoutClosed as exc:
+        # Point stdout at /dev/null, so that the interpreter's flush at exit cannot fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # a stdout without a file descriptor: nothing to flush at exit
+            pass
         print(f"compute node: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except (ComputeNodeError, ProtocolError) as exc:
+        logger.debug("the compute node failed", exc_info=True)
+        print(f"compute node: {_excerpt(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except socket.gaierror as exc:
+        logger.debug("the host name did not resolve", exc_info=True)
+        print(f"compute node: cannot resolve the master's host name {host!r}: {exc.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:
-        print(f"compute node: no connection to the master at {host}:{port}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        logger.debug("the connection failed", exc_info=True)
+        print(f"compute node: no connection to the master at {host}:{port}: {_excerpt(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - one line for the user; the traceback at --log-level debug
+        logger.debug("the compute node failed", exc_info=True)
+        print(
+            f"compute node: internal error, {type(exc).__name__}: {_excerpt(exc)} (--log-level debug shows where)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def run_from_arguments(args: argparse.Namespace) -> int:
+    """Run the compute node that :func:`add_arguments`' options describe; return the exit status."""
+    return run_compute_node(args.master_addr, args.master_port, args.live_time, output=args.output)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -386,6 +586,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="python -m skyllh_cluster.compute_node",
         description="SkyLLH Compute Node: register with a SkyLLH master and serve its messages "
         "until it sends ShutdownCN or the live time is over.",
+        epilog="exit status: 0 after ShutdownCN or at the end of the live time, 1 when the node could not "
+        "register or lost its master (one line on stderr), 2 bad arguments, 130 interrupted.",
     )
     add_arguments(parser)
     parser.add_argument(
@@ -394,11 +596,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         choices=("debug", "info", "warning", "error", "critical"),
         help="Log messages of this level and above on stderr (default: %(default)s).",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run_compute_node(args.master_addr, args.master_port, args.live_time)
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return run_from_arguments(args)
+    except KeyboardInterrupt:  # before the node started, or while its failure was printed
+        print("compute node: interrupted", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover - the program's entry point, run by the CLI tests
