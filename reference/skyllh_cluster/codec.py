@@ -55,12 +55,17 @@ def make_command(class_name: str, state: Dict[str, Any]) -> Command:
     decoded state dict, so that re-encoding shares what the payload shared.
     """
     command = _new(COMMAND_CLASSES[class_name])
-    if class_name == "RegisterCN" and next(iter(state)) == "_cn_start_time":
-        command._cn_start_time = state["_cn_start_time"]
-        command._cn_live_time = state["_cn_live_time"]
-    elif state:  # a MSG, or a RegisterCN with its keys the other way round
-        command.__dict__ = state
+    if state:
+        _give_state(command, class_name, state)
     return command
+
+
+def _give_state(command: Command, class_name: str, state: Dict[str, Any]) -> None:
+    if class_name == "RegisterCN" and next(iter(state)) == "_cn_start_time":
+        command._cn_start_time = state["_cn_start_time"]  # type: ignore[attr-defined]
+        command._cn_live_time = state["_cn_live_time"]  # type: ignore[attr-defined]
+    else:  # a MSG, or a RegisterCN with its keys the other way round
+        command.__dict__ = state
 
 
 def loads(payload: Buffer) -> Command:
@@ -78,7 +83,11 @@ def loads(payload: Buffer) -> Command:
     ...     "948c0341434b9493942981942e"))
     ACK()
     """
-    return make_command(*decode_payload(payload if type(payload) is bytes else _as_bytes(payload)))
+    class_name, state = decode_payload(payload if type(payload) is bytes else _as_bytes(payload))
+    command = _new(COMMAND_CLASSES[class_name])  # make_command, inline: ACK and ShutdownCN are hot
+    if state:
+        _give_state(command, class_name, state)
+    return command
 
 
 def loads_checked(payload: Buffer) -> Command:

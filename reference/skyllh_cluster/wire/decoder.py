@@ -232,20 +232,31 @@ _FIXED_SCALARS: Dict[int, Tuple[int, Callable[[bytes, int], Any]]] = {
 }
 _TEXT = {op.SHORT_BINUNICODE: (1, True), op.BINUNICODE: (4, True), op.SHORT_BINBYTES: (1, False), op.BINBYTES: (4, False)}
 _NO_MATCH: Any = object()
+_SCALAR_CODES = frozenset((*_FIXED_SCALARS, *_TEXT, op.LONG1))
+
+
+def _small_int(data: bytes, pos: int) -> Tuple[Any, int]:
+    """A BININT1, BININT2 or BININT at ``pos``: (value, next position), or (None, pos)."""
+    code = data[pos]
+    if code == op.BININT1:
+        return data[pos + 1], pos + 2
+    if code == op.BININT:
+        return _I32(data, pos + 1)[0], pos + 5
+    if code == op.BININT2:
+        return _U16(data, pos + 1)[0], pos + 3
+    return None, pos
 
 
 def _register(data: bytes, size: int) -> Optional[Decoded]:
     """The canonical RegisterCN with ints of BININT1/BININT2/BININT, else None."""
     try:
-        width, read = _SMALL_INTS[data[75]]
-        start_time, pos = read(data, 76), 75 + width
-        if data[pos : pos + 16] != _REGISTER_LIVE_KEY:
+        start_time, pos = _small_int(data, 75)
+        if start_time is None or data[pos : pos + 16] != _REGISTER_LIVE_KEY:
             return None
-        width, read = _SMALL_INTS[data[pos + 16]]
-        live_time, pos = read(data, pos + 17), pos + 16 + width
-    except (KeyError, IndexError, struct.error):
+        live_time, pos = _small_int(data, pos + 16)
+    except (IndexError, struct.error):
         return None
-    if pos + 3 != size or data[pos:] != b"ub.":
+    if live_time is None or pos + 3 != size or data[pos:] != b"ub.":
         return None
     return "RegisterCN", {"_cn_start_time": start_time, "_cn_live_time": live_time}
 
@@ -308,9 +319,10 @@ def decode_payload(data: bytes, *, templates: bool = True) -> Decoded:
                     return "MSG", {"msg": data[58:-4].decode("utf-8", "surrogatepass")}
                 except UnicodeDecodeError:
                     pass  # the tokenizer reports it
-            value = _one_scalar(data, size - 3)
-            if value is not _NO_MATCH:
-                return "MSG", {"msg": value}
+            if data[56] in _SCALAR_CODES:
+                value = _one_scalar(data, size - 3)
+                if value is not _NO_MATCH:
+                    return "MSG", {"msg": value}
             return _run(data, _msg_machine(), _MSG_VALUE_AT, op.CANONICAL_PROTOCOL, size)
         if data[11:75] == REGISTER_HEAD:
             registered = _register(data, size)

@@ -310,7 +310,10 @@ def check_registration(m: Machine, keys: List[Any], values: List[Any]) -> None:
 
 def fill_dict(m: Machine, items: List[Any], what: str) -> None:
     """SETITEM(S): every rule on the entries is checked before a key is hashed."""
-    target = fill_target(m, dict, what)
+    stack = m.stack
+    target = stack[-1] if stack else None
+    if type(target) is not dict or id(target) in m.referenced:
+        fill_target(m, dict, what)  # to refuse it
     height, total = m.figures[id(target)]
     item_height, item_cost, key_cost = measure(m, items, "a dict key or value")
     if item_height >= height:
@@ -346,7 +349,11 @@ def setitem(m: Machine, arg: None) -> None:
 
 
 def setitems(m: Machine, arg: None) -> None:
-    fill_dict(m, take_mark(m, "SETITEMS"), "SETITEMS")
+    if not m.metastack:
+        fail("ENC-1", "SETITEMS without a MARK")
+    items = m.stack
+    m.stack = m.metastack.pop()
+    fill_dict(m, items, "SETITEMS")
 
 
 def make_tuple(m: Machine, items: List[Any]) -> None:
