@@ -233,10 +233,6 @@ def push_argument(m: Machine, arg: Any) -> None:
     m.stack.append(arg)
 
 
-def push_none(m: Machine, arg: None) -> None:
-    m.stack.append(None)
-
-
 def push_true(m: Machine, arg: None) -> None:
     m.stack.append(True)
 
@@ -505,7 +501,7 @@ HANDLERS: Dict[int, Handler] = {
     op.LONG_BINPUT: memo_put,
     op.BINGET: memo_get,
     op.LONG_BINGET: memo_get,
-    op.NONE: push_none,
+    op.NONE: push_argument,  # both tokenizers give NONE the argument None
     op.NEWTRUE: push_true,
     op.NEWFALSE: push_false,
     op.BININT1: push_argument,
