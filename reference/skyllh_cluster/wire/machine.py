@@ -269,16 +269,22 @@ def fill_target(m: Machine, kind: type, what: str) -> Any:
     return target
 
 
-def fill_list(m: Machine, items: List[Any], what: str) -> None:
-    target = fill_target(m, list, what)
+def grow(m: Machine, target: Any, items: List[Any], where: str) -> int:
+    """Count ``items`` into the height and cost of ``target`` (ENC-6); return the cost of every other item."""
     height, total = m.figures[id(target)]
-    item_height, item_cost, _ = measure(m, items, "an item of a list")
+    item_height, item_cost, key_cost = measure(m, items, where)
     if item_height >= height:
         height = item_height + 1
     total += item_cost
     if height > _MAX_HEIGHT or total > MAX_VALUE_COST:
         check_figures(height, total)
     m.figures[id(target)] = (height, total)
+    return key_cost
+
+
+def fill_list(m: Machine, items: List[Any], what: str) -> None:
+    target = fill_target(m, list, what)
+    grow(m, target, items, "an item of a list")
     target.extend(items)
 
 
@@ -310,13 +316,7 @@ def fill_dict(m: Machine, items: List[Any], what: str) -> None:
     target = stack[-1] if stack else None
     if type(target) is not dict or id(target) in m.referenced:
         fill_target(m, dict, what)  # to refuse it
-    height, total = m.figures[id(target)]
-    item_height, item_cost, key_cost = measure(m, items, "a dict key or value")
-    if item_height >= height:
-        height = item_height + 1
-    total += item_cost
-    if height > _MAX_HEIGHT or total > MAX_VALUE_COST:
-        check_figures(height, total)
+    key_cost = grow(m, target, items, "a dict key or value")
     if len(items) & 1:
         fail("ENC-1", f"{what} with an odd number of items ({len(items)})")
     m.key_budget -= key_cost
@@ -327,7 +327,6 @@ def fill_dict(m: Machine, items: List[Any], what: str) -> None:
     keys, values = items[0::2], items[1::2]
     if m.command.class_name == "RegisterCN":
         check_registration(m, keys, values)
-    m.figures[id(target)] = (height, total)
     try:
         for key, value in zip(keys, values):
             target[key] = value
