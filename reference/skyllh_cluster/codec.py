@@ -84,8 +84,10 @@ def loads(payload: Buffer) -> Command:
     ACK()
     """
     class_name, state = decode_payload(payload if type(payload) is bytes else _as_bytes(payload))
-    command = _new(COMMAND_CLASSES[class_name])  # make_command, inline: ACK and ShutdownCN are hot
-    if state:
+    command = _new(COMMAND_CLASSES[class_name])  # make_command, inline: this is every frame's path
+    if class_name == "MSG":
+        command.__dict__ = state
+    elif state:
         _give_state(command, class_name, state)
     return command
 

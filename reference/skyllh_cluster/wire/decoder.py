@@ -215,7 +215,8 @@ REGISTER_HEAD = bytes.fromhex(
 )
 _REGISTER_LIVE_KEY = b"\x8c\x0d_cn_live_time\x94"
 MSG_HEAD = bytes.fromhex("8c17736b796c6c682e636c75737465722e636f6d6d616e6473948c034d53479493942981947d948c036d736794")
-_MSG_VALUE_AT = 11 + len(MSG_HEAD)
+_MSG_VALUE_AT = 11 + len(MSG_HEAD)  # 56: decode_payload writes the figures out, for speed
+_SHORT_BINUNICODE, _MEMOIZE = op.SHORT_BINUNICODE, op.MEMOIZE
 _MSG_GLOBAL = NamedGlobal(op.COMMAND_MODULE, "MSG", op.GlobalRole.COMMAND_CLASS)
 _SMALL_INTS: Dict[int, Tuple[int, Callable[[bytes, int], Any]]] = {
     op.BININT1: (2, lambda data, at: data[at]),
@@ -232,7 +233,9 @@ _FIXED_SCALARS: Dict[int, Tuple[int, Callable[[bytes, int], Any]]] = {
 }
 _TEXT = {op.SHORT_BINUNICODE: (1, True), op.BINUNICODE: (4, True), op.SHORT_BINBYTES: (1, False), op.BINBYTES: (4, False)}
 _NO_MATCH: Any = object()
-_SCALAR_CODES = frozenset((*_FIXED_SCALARS, *_TEXT, op.LONG1))
+# How many bytes a scalar of fixed size takes in a canonical MSG (between the header and "sb.")
+_SCALAR_SIZES = {code: size for code, (size, _) in _FIXED_SCALARS.items()}
+_SCALAR_SIZES.update({code: -1 for code in range(256) if code not in _SCALAR_SIZES and code not in (*_TEXT, op.LONG1)})
 
 
 def _small_int(data: bytes, pos: int) -> Tuple[Any, int]:
@@ -312,14 +315,14 @@ def decode_payload(data: bytes, *, templates: bool = True) -> Decoded:
         constant = _CONSTANTS.get(data)
         if constant is not None:
             return constant, {}
-    if templates and size > _MSG_VALUE_AT + 3 and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
-        if data[11:_MSG_VALUE_AT] == MSG_HEAD and data[-3:] == b"sb.":
-            if data[56] == op.SHORT_BINUNICODE and data[57] + 62 == size and data[-4] == op.MEMOIZE:
+    if templates and size > 59 and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
+        if data[11:56] == MSG_HEAD and data[-3:] == b"sb.":
+            if data[56] == _SHORT_BINUNICODE and data[57] + 62 == size and data[-4] == _MEMOIZE:
                 try:  # the most common MSG of all, one short str, without a call
                     return "MSG", {"msg": data[58:-4].decode("utf-8", "surrogatepass")}
                 except UnicodeDecodeError:
                     pass  # the tokenizer reports it
-            if data[56] in _SCALAR_CODES:
+            if _SCALAR_SIZES.get(data[56], size - 59) == size - 59:  # a fixed size must fit, or any size
                 value = _one_scalar(data, size - 3)
                 if value is not _NO_MATCH:
                     return "MSG", {"msg": value}
