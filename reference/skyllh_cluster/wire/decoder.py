@@ -217,6 +217,7 @@ _REGISTER_LIVE_KEY = b"\x8c\x0d_cn_live_time\x94"
 MSG_HEAD = bytes.fromhex("8c17736b796c6c682e636c75737465722e636f6d6d616e6473948c034d53479493942981947d948c036d736794")
 _MSG_VALUE_AT = 11 + len(MSG_HEAD)  # 56: decode_payload writes the figures out, for speed
 _SHORT_BINUNICODE, _MEMOIZE = op.SHORT_BINUNICODE, op.MEMOIZE
+_BININT1, _BININT2, _BININT = op.BININT1, op.BININT2, op.BININT
 _MSG_GLOBAL = NamedGlobal(op.COMMAND_MODULE, "MSG", op.GlobalRole.COMMAND_CLASS)
 _SMALL_INTS: Dict[int, Tuple[int, Callable[[bytes, int], Any]]] = {
     op.BININT1: (2, lambda data, at: data[at]),
@@ -241,11 +242,11 @@ _SCALAR_SIZES.update({code: -1 for code in range(256) if code not in _SCALAR_SIZ
 def _small_int(data: bytes, pos: int) -> Tuple[Any, int]:
     """A BININT1, BININT2 or BININT at ``pos``: (value, next position), or (None, pos)."""
     code = data[pos]
-    if code == op.BININT1:
+    if code == _BININT1:
         return data[pos + 1], pos + 2
-    if code == op.BININT:
+    if code == _BININT:
         return _I32(data, pos + 1)[0], pos + 5
-    if code == op.BININT2:
+    if code == _BININT2:
         return _U16(data, pos + 1)[0], pos + 3
     return None, pos
 
