@@ -15,7 +15,6 @@ import pytest
 
 from skyllh_cluster.codec import dumps, loads, loads_checked
 from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
-from skyllh_cluster.conformance.strategies import values
 from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire import opcodes as op
