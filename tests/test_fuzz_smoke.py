@@ -40,3 +40,9 @@ def test_the_fuzzer_reports_a_planted_finding(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(fuzzer, "loads", broken)
     assert "ValueError escaped" in fuzzer.check(b"\x80\x04N.", 1.0)
+
+
+def test_a_memo_index_beyond_pickles_array_is_no_finding() -> None:
+    fuzzer = load_fuzzer()
+    ack = bytes.fromhex("8c17736b796c6c682e636c75737465722e636f6d6d616e6473948c0341434b9493942981")
+    assert fuzzer.check(b"\x80\x04" + ack + b"r\xff\xff\xff\x7f.", 5.0) == "valid"
