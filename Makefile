@@ -23,7 +23,7 @@ EDITABLE_QUIET := PYTHONWARNINGS="ignore:Editable installation"
 INSTALLED      := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
 
-.PHONY: test test-pythons demo bench coverage clean browser
+.PHONY: test test-pythons demo bench coverage clean browser fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ demo: $(INSTALLED)
 
 bench: $(INSTALLED_TEST)
 	$(BIN)/python -m benchmarks
+
+# 10^6 mutated and structure-aware payloads through loads and loads_checked,
+# differential against a restricted pickle; exits 1 on any finding.
+fuzz: $(INSTALLED_TEST)
+	$(BIN)/python scripts/fuzz_codec.py --count 1000000
 
 coverage: $(INSTALLED_TEST)
 	$(BIN)/python -m coverage run -m pytest tests

@@ -25,7 +25,7 @@ import skyllh.cluster.commands as original
 
 from skyllh_cluster import codec
 from skyllh_cluster.commands import Command
-from skyllh_cluster.wire.vector_json import command_to_json
+from skyllh_cluster.codec import command_to_json
 from skyllh_cluster.wire import opcodes as op
 from skyllh_cluster.wire.values import MAX_DEPTH
 

@@ -9,12 +9,13 @@ import skyllh.cluster.commands as original
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from skyllh_cluster.codec import dumps, loads, loads_checked
-from skyllh_cluster.commands import Command
+from skyllh_cluster.codec import dumps, loads, loads_checked, make_command
+from skyllh_cluster.commands import MSG, Command, RegisterCN
 from skyllh_cluster.conformance.strategies import commands, payload_mutations, split_points, values
 from skyllh_cluster.errors import ProtocolError
+from skyllh_cluster.wire.decoder import decode_payload
 from skyllh_cluster.wire.framing import FrameBuffer, encode_frame
-from skyllh_cluster.wire.grammar import build_payload
+from skyllh_cluster.wire.grammar import Pickle, parse_opcodes
 from skyllh_cluster.wire.values import values_equal
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,14 +45,23 @@ def outcome(decode: Any, payload: bytes) -> Any:
         return exc
 
 
+def core_only(payload: bytes) -> Command:
+    """The tokenizer and the core without any template (the documented test hook)."""
+    return make_command(*decode_payload(payload, templates=False))
+
+
 def assert_agree(payload: bytes) -> None:
-    fast, checked = outcome(loads, payload), outcome(loads_checked, payload)
-    if isinstance(fast, ProtocolError) or isinstance(checked, ProtocolError):
-        assert isinstance(fast, ProtocolError) and isinstance(checked, ProtocolError), (payload.hex(), fast, checked)
-        assert fast.offset is not None and checked.offset is not None
+    """loads (templates first), the tokenizer alone and the grammar: one result, or three refusals."""
+    results = [outcome(decode, payload) for decode in (loads, core_only, loads_checked)]
+    fast = results[0]
+    if any(isinstance(r, ProtocolError) for r in results):
+        assert all(isinstance(r, ProtocolError) for r in results), (payload.hex(), results)
+        assert all(r.offset is not None for r in results)
+        assert results[0].clause == results[1].clause, (payload.hex(), results)  # one tokenizer, one core
         return
-    assert type(fast) is type(checked) and list(fast.__dict__) == list(checked.__dict__), payload.hex()
-    assert all(values_equal(fast.__dict__[k], checked.__dict__[k]) for k in fast.__dict__), payload.hex()
+    for other in results[1:]:
+        assert type(fast) is type(other) and list(fast.__dict__) == list(other.__dict__), payload.hex()
+        assert all(values_equal(fast.__dict__[k], other.__dict__[k]) for k in fast.__dict__), payload.hex()
 
 
 @FAST
@@ -78,9 +88,11 @@ def test_loads_accepts_the_original_at_every_protocol(command: Command, protocol
 
 @SLOW
 @given(commands())
-def test_grammar_build_is_the_encoder(command: Command) -> None:
+def test_grammar_builds_the_encoders_payloads(command: Command) -> None:
     if fits(command):
-        assert build_payload(command) == dumps(command)
+        payload = dumps(command)
+        protocol, ops = parse_opcodes(payload)
+        assert Pickle.build({"protocol": protocol, "ops": [{"op": o.code, "arg": o.arg} for o in ops]}) == payload
 
 
 @SLOW
@@ -93,6 +105,21 @@ def original_payloads() -> st.SearchStrategy[bytes]:
     return st.tuples(commands(values(max_leaves=6)), st.sampled_from([2, 3, 4, 5])).map(
         lambda pair: pickle.dumps(as_original(pair[0]), protocol=pair[1])
     )
+
+
+def canonical_payloads() -> st.SearchStrategy[bytes]:
+    """Canonical payloads: the shapes the templates take, and their near misses once mutated."""
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary()
+    return (commands(values(max_leaves=4)) | scalars.map(MSG)).filter(fits).map(dumps)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(payload_mutations(canonical_payloads()) | canonical_payloads())
+@example(dumps(MSG("h\u00e9")).replace(b"\xc3\xa9", b"\xed\xa0"))  # a cut surrogate in the one-str template
+@example(dumps(RegisterCN(1, 2))[:-3] + b"ub")  # the RegisterCN template cut short
+@example(dumps(MSG(2**64))[:-4] + b"sb.")  # LONG1 shorter than its length byte says
+def test_templates_agree_with_the_core(payload: bytes) -> None:
+    assert_agree(payload)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

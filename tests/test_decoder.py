@@ -1,7 +1,8 @@
-"""The fast decoder's edges: fast paths cut short, every argument overrun, rare refusals.
+"""The fast tokenizer's edges: templates cut short, every argument overrun, rare refusals.
 
-Each payload here goes through both the fast decoder and the grammar, which
-must refuse it under the same clause.
+Each payload here goes through both the fast tokenizer and the grammar, which
+must refuse it under the same clause, and, where a template could take it,
+through the tokenizer alone (``decode_payload(p, templates=False)``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ import struct
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
 
 from skyllh_cluster.codec import dumps, loads, loads_checked
-from skyllh_cluster.commands import ACK, MSG, RegisterCN
-from skyllh_cluster.conformance.strategies import values
+from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
 from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire import opcodes as op
-from skyllh_cluster.wire.decoder import _UNSURE, GlobalRef, _canonical_msg_value, _Decoder
+from skyllh_cluster.codec import make_command
+from skyllh_cluster.wire.decoder import decode_payload
+from skyllh_cluster.wire.machine import NamedGlobal
 from skyllh_cluster.wire.values import values_equal
 
 MSG_HEAD = dumps(MSG(None))[11:56]  # class, NEWOBJ, state dict and key: memo 0..5
@@ -152,19 +153,19 @@ def test_newobj_of_the_command_itself_names_it() -> None:
         loads(payload)
 
 
-def test_global_ref_repr() -> None:
-    assert repr(GlobalRef("os", "system", op.GlobalRole.EMPTY_BYTES)) == "GlobalRef(os.system)"
+def test_named_global_repr() -> None:
+    assert repr(NamedGlobal("os", "system", op.GlobalRole.EMPTY_BYTES)) == "NamedGlobal(os.system)"
 
 
-# --- the canonical MSG value loop: it decodes what it knows, else gives up ---------
+# --- templates and the tokenizer: the same result, or the same refusal --------------
 
 
-def canonical_value(payload: bytes) -> Any:
-    return _canonical_msg_value(payload, len(payload) - 3)
+def templated(payload: bytes) -> Any:
+    return make_command(*decode_payload(payload)).msg
 
 
-def general_loop(payload: bytes) -> Any:
-    return _Decoder(payload).run().msg
+def core(payload: bytes) -> Any:
+    return make_command(*decode_payload(payload, templates=False)).msg
 
 
 SHARED = [1]
@@ -172,45 +173,43 @@ FAST_VALUES = [
     *SCENARIO_PAYLOADS,
     {"trial": 3, "seed": None, "grid": [[i * 0.5, str(i), (i, -i)] for i in range(8)], "tag": b"\x00\xff"},
     list(range(100)),
-    list(range(300)) * 2,  # small-int runs longer than one look, and BININT2 inside one
+    list(range(300)) * 2,
     [f"s{i}" for i in range(50)],
     {f"k{i}": i * 0.25 for i in range(20)},
-    [(i, None) for i in range(250)],  # more containers than MAX_DEPTH, yet shallow: measured
+    [(i, None) for i in range(250)],  # more containers than MAX_DEPTH, yet shallow
     {(i, "k"): [{i: (i, True)}] for i in range(80)},  # tuple keys, dicts and lists below a dict
-    ["a", "b", 1, "c"],  # a str run that another opcode ends
+    ["a", "b", 1, "c"],
     [[1], {"k": "v"}, (1,), (1, 2, 3), (1, 2, 3, 4), ()],  # APPEND, SETITEM, every TUPLE opcode
     "x" * 5000,  # BINUNICODE decoded from a view
     ["msg", "MSG", "skyllh.cluster.commands"],  # the header's strs, fetched from the memo
+    "\ud800", b"x" * 300, 2**70, -(2**2000), 1.5, True, None,
 ]
 
 
 @pytest.mark.parametrize("value", FAST_VALUES, ids=range(len(FAST_VALUES)))
-def test_canonical_values_take_the_fast_loop(value: Any) -> None:
+def test_templates_and_the_tokenizer_decode_alike(value: Any) -> None:
     payload = dumps(MSG(value))
-    fast = canonical_value(payload)
-    assert fast is not _UNSURE
-    assert values_equal(fast, value) and values_equal(fast, general_loop(payload))
+    fast = templated(payload)
+    assert values_equal(fast, value) and values_equal(fast, core(payload))
     assert loads(payload) == loads_checked(payload) == MSG(value)
-    assert dumps(loads(payload)) == dumps(_Decoder(payload).run())  # the same strs shared as the general loop
+    assert dumps(loads(payload)) == dumps(make_command(*decode_payload(payload, templates=False)))  # the same sharing
 
 
 @pytest.mark.parametrize("value", [
-    [SHARED, SHARED],  # a memo reference to a container: the general loop bounds the tree
-    ("\ud800", "\udfff"),  # surrogates: the general loop decodes with surrogatepass
-    [2**70, -(2**2000)],  # LONG4 is not in the fast loop
+    [SHARED, SHARED],  # a memo reference to a container
+    ("\ud800", "\udfff"),  # surrogates: decoded with surrogatepass
+    [2**70, -(2**2000)],  # LONG1 and LONG4
     [[[[i] for i in range(3)]] for _ in range(70)],  # 280 containers, 4 deep
 ])
-def test_values_the_fast_loop_leaves_to_the_general_loop(value: Any) -> None:
+def test_shared_and_rare_values_keep_their_sharing(value: Any) -> None:
     payload = dumps(MSG(value))
     decoded = loads(payload)
     assert decoded == loads_checked(payload) == MSG(value)
     assert dumps(decoded) == payload  # the sharing survives
 
 
-def test_shared_containers_are_rejected_by_the_fast_loop_only() -> None:
-    payload = dumps(MSG([SHARED, SHARED]))
-    assert canonical_value(payload) is _UNSURE
-    decoded = loads(payload).msg
+def test_shared_containers_stay_shared() -> None:
+    decoded = loads(dumps(MSG([SHARED, SHARED]))).msg
     assert decoded[0] is decoded[1]
 
 
@@ -230,7 +229,7 @@ def nested_lists(depth: int) -> bytes:
     (b"N\x86", "ENC-1"),  # TUPLE2 with one item
     (b"\x8c\x02\xc3\x28\x94", "ENC-1"),  # bad UTF-8, with more after it
     (b"\x8c\x09abc", "ENC-1"),  # a str that runs into the command's tail
-    (b"K\x01K", "ENC-2"),  # a small-int run that runs into the tail: BUILD then meets an int
+    (b"K\x01K", "ENC-2"),  # an int that runs into the tail: BUILD then meets an int
     (b"X\x00\x10\x00\x00ab", "ENC-1"),  # a long str past the end
     (b"NN", "ENC-1"),  # two values
     (b"(N", "ENC-1"),  # an open MARK
@@ -240,16 +239,17 @@ def nested_lists(depth: int) -> bytes:
     (nested_lists(201), "ENC-6"),  # 201 lists, one in the other: too deep
     (b"\x80\x04", "ENC-1"),  # PROTO inside the value
 ])
-def test_the_fast_loop_leaves_refusals_to_the_general_loop(ops: bytes, clause: str) -> None:
+def test_templates_leave_refusals_to_the_tokenizer(ops: bytes, clause: str) -> None:
     payload = msg_with(ops)
-    assert canonical_value(payload) is _UNSURE
     assert refused_alike(payload) == clause
+    with pytest.raises(ProtocolError) as info:
+        decode_payload(payload, templates=False)
+    assert info.value.clause == clause
 
 
 def test_lists_nested_to_the_limit_are_measured_and_accepted() -> None:
     payload = msg_with(nested_lists(200))
-    value = canonical_value(payload)
-    assert value is not _UNSURE
+    assert values_equal(templated(payload), core(payload))
     assert loads(payload) == loads_checked(payload)
 
 
@@ -257,26 +257,25 @@ def test_lists_nested_to_the_limit_are_measured_and_accepted() -> None:
     (b"NN\x86", (None, None)),  # tuples need no MEMOIZE
     (b"K\x01\x85", (1,)),
     (b"]\x8c\x01aa", ["a"]),  # a str without MEMOIZE
+    (b"\x8c\x01a", "a"),  # one str without MEMOIZE: not the template's shape
+    (b"C\x01a", b"a"),
+    (b"X\x01\x00\x00\x00a", "a"),
+    (b"\x8a\x00", 0),  # LONG1 of no bytes
 ])
 def test_valid_shapes_cpython_does_not_write(ops: bytes, value: Any) -> None:
     payload = msg_with(ops)
-    assert values_equal(canonical_value(payload), value)
+    assert values_equal(templated(payload), value) and values_equal(core(payload), value)
     assert loads(payload) == loads_checked(payload) == MSG(value)
 
 
-def test_long_binput_is_left_to_the_general_loop() -> None:
+def test_long_binput_is_valid() -> None:
     payload = msg_with(b"Nr\x06\x00\x00\x00")
-    assert canonical_value(payload) is _UNSURE
     assert loads(payload) == loads_checked(payload) == MSG(None)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(values())
-def test_fast_loop_and_general_loop_agree(value: Any) -> None:
-    try:
-        payload = dumps(MSG(value))
-    except ProtocolError:
-        return  # outside the limits: nothing to decode
-    fast = canonical_value(payload)
-    if fast is not _UNSURE:
-        assert values_equal(fast, general_loop(payload))
+def test_template_constants_are_the_encoders() -> None:
+    from skyllh_cluster.wire import decoder
+
+    assert decoder.CANONICAL_ACK == dumps(ACK()) and decoder.CANONICAL_SHUTDOWN_CN == dumps(ShutdownCN())
+    assert decoder.REGISTER_HEAD == dumps(RegisterCN(0, 0))[11:75]
+    assert decoder.MSG_HEAD == dumps(MSG(None))[11:56]

@@ -96,11 +96,11 @@ def test_exact_equality(a: object, b: object) -> None:
 
 
 def test_a_sharing_bomb_is_refused_without_walking_it_all() -> None:
-    from skyllh_cluster.wire.values import MAX_VALUE_NODES
+    from skyllh_cluster.wire.values import MAX_VALUE_COST
 
     bomb: list = [0]
     for _ in range(25):  # 2**25 leaves as a tree, 26 lists in memory
         bomb = [bomb, bomb]
     with pytest.raises(LocalProtocolError) as info:
         check_value(bomb)
-    assert info.value.clause == "ENC-6" and str(MAX_VALUE_NODES) in info.value.reason
+    assert info.value.clause == "ENC-6" and str(MAX_VALUE_COST) in info.value.reason

@@ -15,7 +15,7 @@ from skyllh_cluster.errors import LocalProtocolError, ProtocolError
 from skyllh_cluster.wire.framing import FrameBuffer
 from skyllh_cluster.wire.grammar import parse_frame
 from skyllh_cluster.wire.values import values_equal
-from skyllh_cluster.wire.vector_json import command_from_json, command_to_json
+from skyllh_cluster.codec import command_from_json, command_to_json, make_command
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTOR_DIR = ROOT / "spec" / "vectors"
@@ -72,7 +72,7 @@ def test_vector(vid: str, test: Dict[str, Any]) -> None:
     payload = frame[2:]
     if test["result"] == "valid":
         expected = command_from_json(test["command"])
-        for decoded in (loads(payload), loads_checked(payload), parse_frame(frame)):
+        for decoded in (loads(payload), loads_checked(payload), parse_frame(frame, make_command)):
             assert same_command(decoded, expected)
         for chunks in ([frame], [frame[i : i + 1] for i in range(len(frame))], [frame + frame[:1]]):
             results = stream_outcomes(chunks)

@@ -22,7 +22,10 @@ from typing import Optional
 
 from .clauses import CLAUSES
 
-__all__ = ["ProtocolError", "LocalProtocolError", "RemoteProtocolError"]
+__all__ = ["ProtocolError", "LocalProtocolError", "RemoteProtocolError", "excerpt", "EXCERPT_SIZE"]
+
+#: The most characters of a peer's text that a reason quotes.
+EXCERPT_SIZE = 40
 
 
 class ProtocolError(ValueError):
@@ -77,3 +80,17 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol; close the connection it came on."""
+
+
+def excerpt(text: str, limit: int = EXCERPT_SIZE) -> str:
+    """A short, printable quote of ``text`` for an error reason.
+
+    Reasons must not echo a peer's data unbounded: this keeps at most
+    ``limit`` characters, escapes anything unprintable, and says how much
+    was left out.
+    """
+    head = text[:limit].encode("ascii", "backslashreplace").decode("ascii")
+    head = "".join(char if char.isprintable() else repr(char)[1:-1] for char in head)
+    if len(text) > limit:
+        return f"{head}... ({len(text) - limit} more characters)"
+    return head

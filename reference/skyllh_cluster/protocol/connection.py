@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 def encode_command_frame(command: Command) -> bytes:
     """Return the whole frame (length prefix and payload) for ``command``.
 
-    (:func:`skyllh_cluster.wire.encoder.encode_command` returns the payload
+    (:func:`skyllh_cluster.wire.encoder.encode_payload` returns the payload
     alone.)  A master that broadcasts encodes once with this and hands the
     frame to each connection's :meth:`Connection.send`, or uses
     :meth:`Connection.plan_broadcast`.

@@ -13,9 +13,11 @@ as tables:
   or called: the decoders recognise the names as data (ENC-5).
 * the limits a decoder enforces while building a value (ENC-6).
 
-Both the normative grammar (:mod:`skyllh_cluster.wire.grammar`) and the fast
-decoder (:mod:`skyllh_cluster.wire.decoder`) read these tables, and
-``spec/encoding-profile.md`` prints them.
+Both tokenizers (the normative grammar, :mod:`skyllh_cluster.wire.grammar`,
+and the fast one, :mod:`skyllh_cluster.wire.decoder`) read these tables; the
+meaning of each opcode is the row of the same name in
+:data:`skyllh_cluster.wire.machine.HANDLERS`; ``spec/encoding-profile.md``
+prints the tables.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pickletools
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, Tuple
 
-from .values import MAX_DEPTH, MAX_VALUE_NODES
+from .values import MAX_DEPTH, MAX_VALUE_COST
 
 __all__ = [
     "ArgKind",
@@ -40,7 +42,7 @@ __all__ = [
     "CANONICAL_PROTOCOL",
     "FRAME_SIZE_MIN",
     "MAX_DEPTH",
-    "MAX_VALUE_NODES",
+    "MAX_VALUE_COST",
     "BATCH_SIZE",
     "opcode_name",
 ]

@@ -17,17 +17,18 @@ from typing import Any, List, Tuple
 
 from ..errors import LocalProtocolError
 
-__all__ = ["MAX_DEPTH", "MAX_VALUE_NODES", "SCALAR_TYPES", "CONTAINER_TYPES", "check_value", "values_equal"]
+__all__ = ["MAX_DEPTH", "MAX_VALUE_COST", "SCALAR_TYPES", "CONTAINER_TYPES", "check_value", "values_equal"]
 
 #: The deepest nesting of containers a value may have, in both directions
 #: (clause ENC-6).  ``[[[]]]`` has depth 3; a scalar has depth 0.
 MAX_DEPTH = 200
 
-#: A value, counted as a tree (a shared object counts at every place it
-#: appears), has at most this many nodes.  It stops a memo "billion laughs":
-#: a few hundred bytes of BINGETs can describe a value whose traversal would
-#: never end (ENC-6).
-MAX_VALUE_NODES = 1 << 20
+#: The most a value may cost (clause ENC-6): 1 per node, plus the length of
+#: every str (code points) and bytes, plus 1 per 8 bits of every int
+#: (``int.bit_length() // 8``), a shared object counted at every place it
+#: appears.  It stops a memo "billion laughs": a few hundred bytes of BINGETs
+#: can describe a value whose traversal, printing or hashing would never end.
+MAX_VALUE_COST = 1 << 20
 
 SCALAR_TYPES = (type(None), bool, int, float, str, bytes)
 CONTAINER_TYPES = (list, tuple, dict)
@@ -39,22 +40,27 @@ def check_value(value: Any) -> None:
 
     Checks the types (VAL-1), that dict keys are hashable values of the
     subset (VAL-2), that the value is acyclic (VAL-3) and that it is no deeper
-    than :data:`MAX_DEPTH` with at most :data:`MAX_VALUE_NODES` nodes (ENC-6).
+    than :data:`MAX_DEPTH` and costs at most :data:`MAX_VALUE_COST` (ENC-6).
     """
     # An explicit stack instead of recursion: a hostile caller must not be
     # able to turn a deep value into a RecursionError.
     on_path: set = set()
     stack: List[Tuple[Any, int, bool]] = [(value, 0, False)]
-    nodes = 0
+    total = 0
     while stack:
         item, depth, leaving = stack.pop()
         if leaving:
             on_path.discard(id(item))
             continue
-        nodes += 1
-        if nodes > MAX_VALUE_NODES:
-            raise LocalProtocolError("ENC-6", f"the value has more than {MAX_VALUE_NODES} nodes counted as a tree")
         kind = type(item)
+        if kind is str or kind is bytes:
+            total += 1 + len(item)
+        elif kind is int:
+            total += 1 + (item.bit_length() >> 3)
+        else:
+            total += 1
+        if total > MAX_VALUE_COST:
+            raise LocalProtocolError("ENC-6", f"the value costs more than {MAX_VALUE_COST} counted as a tree")
         if kind in SCALAR_TYPES:
             continue
         if kind not in CONTAINER_TYPES:

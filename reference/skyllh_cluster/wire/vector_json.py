@@ -16,20 +16,18 @@ surrogates, so every value is an object with a ``type``:
 =========  ==========================================================
 
 A command is ``{"class": "MSG", "state": [["msg", value], ...]}``, its
-instance dict in order (empty for ACK and ShutdownCN).  Sharing is not
-recorded: two vectors that differ only in which parts are the same object
-have the same JSON.
+instance dict in order (empty for ACK and ShutdownCN): see
+:func:`skyllh_cluster.codec.command_to_json`.  Sharing is not recorded: two
+vectors that differ only in which parts are the same object have the same JSON.
 """
 
 from __future__ import annotations
 
 import struct
 import sys
-from typing import Any, Dict, List
+from typing import Any, Dict
 
-from ..commands import COMMAND_CLASSES, Command
-
-__all__ = ["value_to_json", "value_from_json", "command_to_json", "command_from_json"]
+__all__ = ["value_to_json", "value_from_json"]
 
 _DOUBLE = struct.Struct(">d")
 
@@ -98,18 +96,3 @@ def value_from_json(node: Dict[str, Any]) -> Any:
     if kind == "dict":
         return {value_from_json(k): value_from_json(v) for k, v in node["items"]}
     raise ValueError(f"unknown value type {kind!r}")
-
-
-def command_to_json(command: Command) -> Dict[str, Any]:
-    """The JSON form of a command: its class name and its instance dict."""
-    state: List[List[Any]] = [[key, value_to_json(value)] for key, value in command.__dict__.items()]
-    return {"class": type(command).__name__, "state": state}
-
-
-def command_from_json(node: Dict[str, Any]) -> Command:
-    """The command a JSON form describes (built without calling its __init__)."""
-    cls = COMMAND_CLASSES[node["class"]]
-    command = cls.__new__(cls)
-    for key, value in node["state"]:
-        command.__dict__[key] = value_from_json(value)
-    return command
