@@ -30,6 +30,8 @@ from skyllh_cluster.wire import opcodes as op
 from skyllh_cluster.wire.values import MAX_DEPTH
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+#: The kit sends every invalid vector to targets; it ships this copy of invalid.json.
+KIT_COPY = Path(__file__).resolve().parent.parent / "conformance" / "invalid_vectors.json"
 GENERATOR_VERSION = "1"
 ALGORITHM = "skyllh-cluster-frame"
 
@@ -552,9 +554,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--directory", type=Path, default=VECTOR_DIR)
     args = parser.parse_args(argv)
     stale = []
-    for vector_file in all_files():
-        path = args.directory / vector_file.name
-        text = vector_file.render()
+    outputs = [(args.directory / f.name, f.render()) for f in all_files()]
+    if args.directory == VECTOR_DIR:
+        outputs += [(KIT_COPY, text) for path, text in outputs if path.name == "invalid.json"]
+    for path, text in outputs:
         if args.check:
             if not path.exists() or path.read_text(encoding="ascii") != text:
                 stale.append(str(path))

@@ -1,0 +1,113 @@
+"""Master mode: the master as a receiver (ENC-1 to ENC-4, ENC-6, CMD-1 to CMD-4, VAL-2, VAL-3, MST-4).
+
+Every invalid frame of the spec's vectors, and the kit's own RegisterCN-like
+violations, is sent as a first frame, each on its own connection (many at
+once, in bounded batches: see :mod:`skyllh_cluster.conformance.refusals`).
+The master must send nothing on it and close it; the close is the positive
+evidence that it read and refused the frame.  After them an honest node must
+still get its ACK.  Each clause's row judges the frames the normative grammar
+refuses under that clause.
+
+Hostile but small frames (a 5001-digit int key, 10^6 shared references, a
+dict of hash-colliding keys, a 65,000-deep tuple key) are sent while an honest
+node waits to register: it must be served (MST-4).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict
+
+import pytest
+
+from skyllh_cluster.codec import dumps, loads_checked
+from skyllh_cluster.commands import RegisterCN
+from skyllh_cluster.errors import ProtocolError
+from skyllh_cluster.wire.framing import encode_frame
+
+from skyllh_cluster.conformance.failures import ClauseFailure, Inconclusive, NoReply
+from skyllh_cluster.conformance.refusals import (
+    RECEIVER_CLAUSES,
+    MasterSweep,
+    hostile_cases,
+    invalid_vectors,
+    role_cases,
+    sweep_master,
+)
+from skyllh_cluster.conformance.scenario_checks import order_mismatch, run_master_scenario
+from skyllh_cluster.conformance.session import Kit
+
+#: One sweep per run, shared by the clause rows (keyed by the kit object).
+_SWEEPS: Dict[int, MasterSweep] = {}
+
+
+def _sweep(kit: Kit) -> MasterSweep:
+    if id(kit) not in _SWEEPS:
+        _SWEEPS.clear()
+        _SWEEPS[id(kit)] = sweep_master(kit, invalid_vectors() + role_cases("master"))
+    return _SWEEPS[id(kit)]
+
+
+def _first_frame_text(data: bytes) -> str:
+    if len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "little"):
+        return f"{len(data)} bytes: {data[:16].hex()}"
+    try:
+        return repr(loads_checked(data[2 : 2 + int.from_bytes(data[:2], "little")]))[:60]
+    except ProtocolError as error:
+        return f"an undecodable frame ({error.clause})"
+
+
+@pytest.mark.parametrize("clause_id", [pytest.param(c, marks=pytest.mark.clause(c), id=c) for c in RECEIVER_CLAUSES])
+def test_invalid_first_frames_are_refused(kit: Kit, clause_id: str) -> None:
+    """Every first frame that breaks this clause (spec vectors and the kit's RegisterCN cases) gets nothing back and is closed."""
+    sweep = _sweep(kit).for_clause(clause_id)
+    if sweep.answered:
+        case, conn, got = sweep.answered[0]
+        raise conn.fail(
+            f"expected no reply to a first frame breaking {clause_id} ({case.label}), got {_first_frame_text(got)}"
+            + (f"; {len(sweep.answered) - 1} more such frames were answered too" if len(sweep.answered) > 1 else "")
+        )
+    if sweep.left_open:
+        case, conn = sweep.left_open[0]
+        raise conn.fail(
+            f"expected the master to close the connection after a first frame breaking {clause_id} ({case.label}), "
+            f"got it open after {kit.timeout:g} s ({len(sweep.left_open)} such connections)",
+            clause="MST-3",
+            kind=NoReply,
+        )
+    if sweep.honest is not None:
+        raise sweep.honest
+    if sweep.unsent:
+        case, why = sweep.unsent[0]
+        raise Inconclusive(f"the kit could not send {case.label}: {why}")
+    if not sweep.refused:
+        raise Inconclusive(f"no frame breaking {clause_id} was sent")
+
+
+@pytest.mark.parametrize("index", range(4), ids=["5001-digit-int-key", "10^6-shared-references", "colliding-keys", "65000-deep-key"])
+@pytest.mark.clause("MST-4")
+def test_hostile_first_frame_does_not_stop_others(kit: Kit, index: int) -> None:
+    """A small hostile first frame is refused, and a node waiting meanwhile is served the whole scenario."""
+    case = hostile_cases("master")[index]
+    good = kit.connect("node registering beside a hostile frame")
+    bad = kit.connect(f"hostile: {case.label}")
+    try:
+        bad.send(case.data)
+    except ClauseFailure:
+        pass  # a master may close before it has read a frame it has already refused
+    run = run_master_scenario(good, encode_frame(dumps(RegisterCN(int(time.time()), 3600))), stall_clause="MST-4")
+    if run.failure is not None:
+        raise ClauseFailure(
+            f"{run.failure.evidence} (while another connection sent {case.label})",
+            clause=run.failure.clause if run.failure.clause not in (None, "MST-1") else "MST-4",
+            transcripts=[run.transcript, bad.transcript],
+        )
+    mismatch = order_mismatch(run.commands())
+    if mismatch is not None:
+        raise run.fail(mismatch, clause="SCN-1")
+    try:
+        frames = bad.wait_closed(kit.timeout)
+    except NoReply:
+        raise bad.fail(f"expected the master to close the connection after {case.label}, got it open", clause="MST-3", kind=NoReply) from None
+    if frames or bad.transcript.bytes_in("<-"):
+        raise bad.fail(f"expected no reply to {case.label}, got {_first_frame_text(bad.transcript.bytes_in('<-'))}", clause=case.clause)
