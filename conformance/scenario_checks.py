@@ -213,6 +213,7 @@ class NodeRun:
     later_frames: List[Frame] = field(default_factory=list)  # sent by the node after the ACK
     closed_after: Optional[float] = None  # seconds from the ShutdownCN's last byte to the close
     exit_status: Optional[int] = None
+    stdout: bytes = b""  # what the node printed (SCN-3 lines among it), read after it exited
 
     def fail(self, evidence: str, clause: Optional[str] = None, kind: type = ClauseFailure) -> ClauseFailure:
         """A failure carrying this run's transcript."""
@@ -256,4 +257,5 @@ def run_node_scenario(kit: Any) -> NodeRun:
         run.exit_status = node.process.wait_exit(kit.timeout)
     except ClauseFailure as failure:
         run.failure = failure
+    run.stdout = node.process.stdout_bytes()
     return run

@@ -106,6 +106,7 @@ _TABLE: Tuple[Clause, ...] = (
     # --- 8. Conformance scenario ---------------------------------------------
     Clause("SCN-1", _M, _MST, "In the scenario the master sends MSG(p) for each scenario payload in order, then ShutdownCN"),
     Clause("SCN-2", _M, _MST, "In the scenario the master serves compute nodes one after another for as long as it runs"),
+    Clause("SCN-3", _M, _CN, "A compute node under test reports each MSG value on its standard output as one line"),
     # --- 9. Security ---------------------------------------------------------
     Clause("SEC-1", _M, _ANY, "Nothing received is ever given to an unrestricted unpickler"),
 )
