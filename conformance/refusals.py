@@ -435,20 +435,24 @@ def _await_lines(node: Any, count: int, limit: float) -> bytes:
         node.conn.received_within(0.01)
 
 
-def run_gauntlet(kit: Any, cases: Sequence[BadFrame], *, label: str = "gauntlet") -> Gauntlet:
-    """Send ``cases`` to compute nodes after their ACK, each followed by a marker MSG; see the module docstring."""
+def run_gauntlet(kit: Any, cases: Sequence[BadFrame], *, label: str = "gauntlet", patience: float = 0.0) -> Gauntlet:
+    """Send ``cases`` to compute nodes after their ACK, each followed by a marker MSG; see the module docstring.
+
+    A node is given ``patience`` seconds (at least the timeout) to print the
+    last marker before a frame is reported as not judged.
+    """
     result = Gauntlet()
     todo = list(cases)
     nodes = 0
     while todo and nodes < MAX_NODES:
         nodes += 1
-        todo = _one_node(kit, todo, result, f"{label} node {nodes}")
+        todo = _one_node(kit, todo, result, f"{label} node {nodes}", patience)
     for case in todo:
         result.unknown.append((case, f"not sent: {MAX_NODES} nodes stopped before it"))
     return result
 
 
-def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str) -> List[BadFrame]:
+def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, patience: float) -> List[BadFrame]:
     """Run ``cases`` through one node; return those left for the next node."""
     node = kit.start_node(label=label)
     result.transcripts.append(node.transcript)
@@ -457,7 +461,7 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str) -> 
     for i, case in enumerate(cases):
         stream += case.data + encode_frame(dumps(MSG(_marker(i))))
     node.send(bytes(stream))
-    out = _await_lines(node, len(cases), max(kit.timeout, 0.5 + 0.02 * len(cases)))
+    out = _await_lines(node, len(cases), max(kit.timeout, 0.5 + 0.02 * len(cases), patience))
     verdict_lines = printed_lines(out)
     legacy = not verdict_lines
     if legacy:
@@ -503,7 +507,8 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str) -> 
             result.stopped.append((case, f"the node closed the connection (exit status {status}) after it, "
                                          "before the marker MSG that followed"))
         return cases[seen + 1 :]
-    result.unknown.append((case, f"the node printed no line for the marker MSG after it within the wait"))
+    result.unknown.append((case, "the node printed no line for the marker MSG after it within the wait "
+                                 "(it may still be working on the frame)"))
     node.process.stop()
     return cases[seen + 1 :]
 

@@ -93,7 +93,9 @@ def test_invalid_frames_are_skipped(kit: Kit, clause_id: str) -> None:
 @pytest.mark.clause("ERR-1")
 def test_hostile_frames_do_not_end_the_node(kit: Kit) -> None:
     """Small hostile frames (a 5001-digit int key, 10^6 shared references, colliding keys, a 65000-deep key) are skipped."""
-    _judge_gauntlet(run_gauntlet(kit, hostile_cases("cn"), label="hostile frames"), "hostile frames", "ERR-1")
+    # A hostile frame may cost a node a few seconds; that it ends the node is the question here.
+    result = run_gauntlet(kit, hostile_cases("cn"), label="hostile frames", patience=4 * kit.timeout)
+    _judge_gauntlet(result, "hostile frames", "ERR-1")
 
 
 @pytest.mark.clause("CN-11")

@@ -21,7 +21,7 @@ from typing import Dict
 import pytest
 
 from skyllh_cluster.codec import dumps, loads_checked
-from skyllh_cluster.commands import RegisterCN
+from skyllh_cluster.commands import ACK, RegisterCN
 from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.wire.framing import encode_frame
 
@@ -111,3 +111,29 @@ def test_hostile_first_frame_does_not_stop_others(kit: Kit, index: int) -> None:
         raise bad.fail(f"expected the master to close the connection after {case.label}, got it open", clause="MST-3", kind=NoReply) from None
     if frames or bad.transcript.bytes_in("<-"):
         raise bad.fail(f"expected no reply to {case.label}, got {_first_frame_text(bad.transcript.bytes_in('<-'))}", clause=case.clause)
+
+
+#: What a compute node sends after its RegisterCN, against the rules (MST-11).
+AFTER_REGISTRATION = {
+    "an ACK frame": lambda: encode_frame(dumps(ACK())),
+    "a second RegisterCN": lambda: encode_frame(dumps(RegisterCN(int(time.time()), 3600))),
+    "one byte": lambda: b"\x00",
+}
+
+
+@pytest.mark.parametrize("extra", list(AFTER_REGISTRATION))
+@pytest.mark.clause("MST-11")
+def test_bytes_after_the_registration_end_the_connection(kit: Kit, extra: str) -> None:
+    """Bytes written together with the RegisterCN, after its frame, get no ACK, and the connection is closed."""
+    with kit.connect(f"RegisterCN and {extra}") as conn:
+        conn.send(encode_frame(dumps(RegisterCN(int(time.time()), 3600))) + AFTER_REGISTRATION[extra]())
+        try:
+            frames = conn.wait_closed(kit.timeout)
+        except NoReply:
+            raise conn.fail(
+                f"expected the master to close the connection after a RegisterCN followed by {extra} in one write, "
+                f"got it open after {kit.timeout:g} s ({conn.frames_read} frames arrived)",
+                kind=NoReply,
+            ) from None
+        if frames:
+            raise conn.fail(f"expected no reply to a RegisterCN followed by {extra} in one write, got {frames[0].describe()}")

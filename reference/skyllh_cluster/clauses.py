@@ -88,6 +88,7 @@ _TABLE: Tuple[Clause, ...] = (
     Clause("MST-8", _M, _MST, "A broadcast reaches every live node even when others have failed, and reports failures"),
     Clause("MST-9", _S, _MST, "The master drops a node whose live time has passed and sends it nothing"),
     Clause("MST-10", _S, _MST, "The master serves several compute nodes concurrently"),
+    Clause("MST-11", _M, _MST, "The master closes a connection on which anything follows the RegisterCN"),
     # --- 6. Compute node role ------------------------------------------------
     Clause("CN-1", _M, _CN, "The compute node sends RegisterCN as the first frame after connecting"),
     Clause("CN-2", _M, _CN, "cn_start_time is the node's start as integer Unix time"),

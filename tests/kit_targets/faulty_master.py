@@ -66,6 +66,7 @@ FAULTS = {
     "SEC-1": "a top-level call in the first frame is run (emulated pickle.loads)",
     "CMD-3": "a RegisterCN with extra keys in its state is ACKed",
     "ENC-6": "a RegisterCN refused under ENC-6 is ACKed",
+    "MST-11": "bytes after the RegisterCN are ignored: the node is ACKed and served",
 }
 
 #: Second faults for clauses that already have one: name -> (clause, how).
@@ -131,6 +132,8 @@ class Master:
                 if self.fault == "MST-2":
                     sock.sendall(frame(dumps(ACK())))
                 if len(data) >= 2 + size:
+                    if self.fault != "MST-11" and (len(data) > 2 + size or self._more_waiting(sock)):
+                        return None  # bytes after the RegisterCN: no ACK, close (MST-11)
                     return data[2 : 2 + size]
             if data and self.fault == "FRM-4":
                 return None  # the first piece was not the whole frame
@@ -167,6 +170,16 @@ class Master:
         if self.fault == "ENC-8" and dumps(command) != payload:
             raise ProtocolError("ENC-8", "not canonical")
         return command
+
+    @staticmethod
+    def _more_waiting(sock: socket.socket) -> bool:
+        sock.setblocking(False)
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK))
+        except (BlockingIOError, OSError):
+            return False
+        finally:
+            sock.setblocking(True)
 
     # -- one connection ------------------------------------------------------------------
     def serve(self, sock: socket.socket) -> None:
