@@ -112,6 +112,9 @@ def test_extreme_values_are_printed(kit: Kit) -> None:
         raise node.fail("expected the node to close after ShutdownCN, having printed the extreme values; got it still open") from None
     status = node.exits_within(kit.timeout, "after ShutdownCN")
     verdict = judge_output(values, node.process.stdout_bytes(limit=64 << 20))
+    if verdict.failure is not None and verdict.form == "none" and status != 0:
+        raise node.fail(f"expected the node to take the extreme values and exit 0 at ShutdownCN, got exit status {status} "
+                        "with no value printed")
     if verdict.failure is not None:
         clause, evidence = verdict.failure
         raise node.fail(evidence, clause=None if clause == "CN-11" else clause)
