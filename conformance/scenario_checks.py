@@ -22,6 +22,7 @@ from typing import Any, List, Optional, Sequence
 from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import ACK, MSG, Command, ShutdownCN
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
+from skyllh_cluster.wire.framing import encode_frame
 
 from .failures import ClauseFailure, NoReply
 from .peer import Frame, WireConnection, describe
@@ -50,7 +51,7 @@ def expected_commands() -> List[Command]:
 
 def scenario_frames() -> List[bytes]:
     """The scenario's frames, canonically encoded, as a master sends them."""
-    return [len(p).to_bytes(2, "little") + p for p in (dumps(c) for c in expected_commands())]
+    return [encode_frame(dumps(c)) for c in expected_commands()]
 
 
 @dataclass

@@ -27,6 +27,7 @@ from skyllh_cluster import codec
 from skyllh_cluster.commands import Command
 from skyllh_cluster.wire.vector_json import command_to_json
 from skyllh_cluster.wire import opcodes as op
+from skyllh_cluster.wire.framing import encode_frame
 from skyllh_cluster.wire.values import MAX_DEPTH
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors"
@@ -65,7 +66,13 @@ HEADER = [
 
 
 def frame(payload: bytes) -> bytes:
-    """The payload behind its length prefix (no size check: vectors may lie)."""
+    """The payload behind its length prefix.
+
+    Vectors may lie: the empty payload and an oversized one, which
+    ``encode_frame`` refuses, are written as they are (the prefix wrapped).
+    """
+    if 0 < len(payload) <= 0xFFFF:
+        return encode_frame(payload)
     return (len(payload) & 0xFFFF).to_bytes(2, "little") + payload
 
 
