@@ -40,7 +40,7 @@ from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.wire import opcodes as op
 from skyllh_cluster.wire.framing import encode_frame
 
-from .failures import ClauseFailure, KitError, NoReply
+from .failures import ClauseFailure, Inconclusive, KitError, NoReply
 from .launcher import NodeProcess, command_line
 from .node_output import LEGACY_PREFIX, printed_lines
 from .payloads import COMMANDS_MODULE, Assembler, frame
@@ -62,6 +62,7 @@ __all__ = [
     "Gauntlet",
     "run_first_replies",
     "FirstReply",
+    "judge_gauntlet",
 ]
 
 #: The clauses a receiver must enforce (issue: receivers tested as hard as senders).
@@ -555,6 +556,36 @@ def _final_shutdown(kit: Any, node: Any, result: Gauntlet) -> None:
     status = node.process.wait_exit(kit.timeout)
     if status != 0:
         result.no_shutdown = f"after the final valid ShutdownCN the node exited with status {status}, not 0"
+
+
+def judge_gauntlet(result: Gauntlet, what: str, own_clause: str) -> None:
+    """Raise what a gauntlet's result shows: acting on a bad frame breaks its clause, stopping CN-9.
+
+    ``own_clause`` is the clause of the calling test; an ERR-1 test blames a
+    node that stops on ERR-1 itself rather than on CN-9.
+    """
+    if result.acted:
+        case, evidence = result.acted[0]
+        raise ClauseFailure(
+            f"expected the node to skip {case.label} (it breaks {case.clause}) and not act on it, got: {evidence}",
+            clause=case.clause if case.clause != own_clause else None,
+            transcripts=result.transcripts[-1:],
+        )
+    if result.stopped:
+        case, evidence = result.stopped[0]
+        raise ClauseFailure(
+            f"expected the node to skip {case.label} and serve on, got: {evidence}",
+            clause="CN-9" if own_clause != "ERR-1" else None,
+            transcripts=result.transcripts[-1:],
+        )
+    if result.no_shutdown is not None:
+        raise ClauseFailure(f"expected the node to serve on after {what}, got: {result.no_shutdown}",
+                            clause="CN-9" if own_clause != "ERR-1" else None, transcripts=result.transcripts[-1:])
+    if result.unknown:
+        case, evidence = result.unknown[0]
+        raise Inconclusive(f"{len(result.unknown)} of the frames ({case.label} first) were not judged: {evidence}")
+    if not result.skipped:
+        raise Inconclusive(f"no frame was judged for {what}")
 
 
 # -- compute node: bad registration replies (CN-4) ----------------------------------------------
