@@ -67,14 +67,19 @@ _RUNS: Dict[Tuple[str, str], "Future[KitRun]"] = {}
 _POOL: List[ThreadPoolExecutor] = []
 
 
-def _result(job: Tuple[str, str]) -> KitRun:
-    """The kit run for ``job``; the first call starts them all, two at a time, in test order."""
-    if not _RUNS:
-        pool = ThreadPoolExecutor(max_workers=2)
-        _POOL.append(pool)
-        for each in JOBS:
-            _RUNS[each] = pool.submit(_run_fault, *each)
-    return _RUNS[job].result()
+@pytest.fixture(scope="module")
+def fault_runs(request: pytest.FixtureRequest) -> Dict[Tuple[str, str], "Future[KitRun]"]:
+    """The kit runs of the selected fault tests, started at once, two at a time, in test order."""
+    selected = [
+        item.callspec.params["job"]
+        for item in request.session.items
+        if getattr(item, "callspec", None) is not None and "job" in item.callspec.params
+    ]
+    pool = ThreadPoolExecutor(max_workers=2)
+    _POOL.append(pool)
+    for each in selected:
+        _RUNS[each] = pool.submit(_run_fault, *each)
+    return _RUNS
 
 
 def teardown_module() -> None:
@@ -91,9 +96,9 @@ def test_extra_faults_name_clauses_with_a_first_fault() -> None:
 
 
 @pytest.mark.parametrize("job", JOBS, ids=[f"{mode}-{fault}" for mode, fault in JOBS])
-def test_injected_fault_fails_its_clause(job: Tuple[str, str]) -> None:
+def test_injected_fault_fails_its_clause(job: Tuple[str, str], fault_runs: Dict[Tuple[str, str], "Future[KitRun]"]) -> None:
     mode, fault = job
-    run = _result(job)
+    run = fault_runs[job].result()
     clause = _clause_of(fault)
     problem: Optional[str] = None
     if run.status != 1:
