@@ -69,6 +69,8 @@ __all__ = [
 RECEIVER_CLAUSES = ("ENC-1", "ENC-2", "ENC-3", "ENC-4", "ENC-6", "CMD-1", "CMD-2", "CMD-3", "CMD-4", "VAL-2", "VAL-3")
 #: Connections the master sweep keeps open at once.
 BATCH = 24
+#: Frames whose connection was reset are sent again one at a time, at most this many.
+MAX_RESENT = 64
 #: Nodes a gauntlet may start for one list of frames (the first and restarts).
 MAX_NODES = 6
 #: Marker MSGs carry this text and their index.
@@ -311,6 +313,7 @@ class MasterSweep:
     left_open: List[Tuple[BadFrame, WireConnection]] = field(default_factory=list)
     unsent: List[Tuple[BadFrame, str]] = field(default_factory=list)  # the kit could not even send it
     honest: Optional[ClauseFailure] = None  # an honest node was not served after the sweep
+    reset: List[BadFrame] = field(default_factory=list)  # closed by a reset, not an orderly close
 
     def for_clause(self, clause: str) -> "MasterSweep":
         """The part of the sweep about frames of ``clause``."""
@@ -341,6 +344,25 @@ def sweep_master(kit: Any, cases: Sequence[BadFrame]) -> MasterSweep:
                 pass  # closed or reset before it took the whole frame: judged by what came back
             open_.append((case, conn))
         _await_closes(open_, kit.timeout, sweep)
+    # A reset is not evidence that the master read the frame: a master that
+    # serves one connection at a time and drops its queue on a bad frame (the
+    # original) resets frames it never read.  Those are sent again, one at a
+    # time, so that each verdict is about its own frame and does not depend on
+    # what the batch held.
+    reset = [case for case in sweep.refused if case in sweep.reset]
+    sweep.refused = [case for case in sweep.refused if case not in sweep.reset]
+    for case in reset[:MAX_RESENT]:
+        try:
+            conn = kit.connect(f"first frame, again on its own: {case.label}", patience=kit.timeout)
+        except ClauseFailure as failure:
+            sweep.unsent.append((case, failure.evidence))
+            continue
+        try:
+            conn.send(case.data)
+        except ClauseFailure:
+            pass
+        _await_closes([(case, conn)], kit.timeout, sweep)
+    sweep.refused.extend(case for case in reset[MAX_RESENT:])
     sweep.honest = _honest_node_served(kit)
     return sweep
 
@@ -362,6 +384,8 @@ def _await_closes(conns: List[Tuple[BadFrame, WireConnection]], limit: float, sw
                     sweep.answered.append((case, conn, got))
                 else:
                     sweep.refused.append(case)
+                    if conn.was_reset:
+                        sweep.reset.append(case)
             elif conn.transcript.bytes_in("<-"):
                 waiting.remove((case, conn))
                 sweep.answered.append((case, conn, conn.transcript.bytes_in("<-")))
