@@ -72,7 +72,7 @@ BATCH = 24
 #: Frames whose connection was reset are sent again one at a time, at most this many.
 MAX_RESENT = 64
 #: Nodes a gauntlet may start for one list of frames (the first and restarts).
-MAX_NODES = 6
+MAX_NODES = 12
 #: Marker MSGs carry this text and their index.
 MARKER = "kit marker"
 
@@ -460,7 +460,9 @@ def _await_lines(node: Any, count: int, limit: float) -> bytes:
         node.conn.received_within(0.01)
 
 
-def run_gauntlet(kit: Any, cases: Sequence[BadFrame], *, label: str = "gauntlet", patience: float = 0.0) -> Gauntlet:
+def run_gauntlet(
+    kit: Any, cases: Sequence[BadFrame], *, label: str = "gauntlet", patience: float = 0.0, max_nodes: int = MAX_NODES
+) -> Gauntlet:
     """Send ``cases`` to compute nodes after their ACK, each followed by a marker MSG; see the module docstring.
 
     A node is given ``patience`` seconds (at least the timeout) to print the
@@ -469,31 +471,29 @@ def run_gauntlet(kit: Any, cases: Sequence[BadFrame], *, label: str = "gauntlet"
     result = Gauntlet()
     todo = _evidence_first(cases)
     nodes = 0
-    while todo and nodes < MAX_NODES:
+    while todo and nodes < max_nodes:
         nodes += 1
         todo = _one_node(kit, todo, result, f"{label} node {nodes}", patience)
     for case in todo:
-        result.unknown.append((case, f"not sent: {MAX_NODES} nodes stopped before it"))
+        result.unknown.append((case, f"not sent: {max_nodes} nodes stopped before it"))
     return result
 
 
 def _evidence_first(cases: Sequence[BadFrame]) -> List[BadFrame]:
-    """ShutdownCN-like frames first, one clause after another, then the rest in order.
+    """One frame per clause first (a ShutdownCN-like one where there is one), then the other
+    ShutdownCN-like frames, then the rest, each group in the given order.
 
     A node that obeys an invalid ShutdownCN, or that dies on any bad frame,
-    needs a restart per frame; taking the clearest evidence first, spread
-    over the clauses, makes the few restarts tell the most.
+    needs a restart per frame; taking one frame of every clause first, and
+    the clearest evidence first, makes the few restarts tell the most.
     """
-    by_clause: Dict[str, List[BadFrame]] = {}
-    for case in cases:
-        if case.shutdown_like:
-            by_clause.setdefault(case.clause, []).append(case)
     first: List[BadFrame] = []
-    while any(by_clause.values()):
-        for queue in by_clause.values():
-            if queue:
-                first.append(queue.pop(0))
-    return first + [c for c in cases if not c.shutdown_like]
+    for clause in dict.fromkeys(c.clause for c in cases):
+        mine = [c for c in cases if c.clause == clause]
+        first.append(next((c for c in mine if c.shutdown_like), mine[0]))
+    chosen = {id(c) for c in first}
+    rest = [c for c in cases if id(c) not in chosen]
+    return first + [c for c in rest if c.shutdown_like] + [c for c in rest if not c.shutdown_like]
 
 
 def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, patience: float) -> List[BadFrame]:

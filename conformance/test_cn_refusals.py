@@ -52,7 +52,7 @@ _REPLIES: Dict[int, List[FirstReply]] = {}
 def _gauntlet(kit: Kit) -> Gauntlet:
     if id(kit) not in _GAUNTLETS:
         _GAUNTLETS.clear()
-        _GAUNTLETS[id(kit)] = run_gauntlet(kit, invalid_vectors() + role_cases("cn"), label="bad frames")
+        _GAUNTLETS[id(kit)] = run_gauntlet(kit, role_cases("cn") + invalid_vectors(), label="bad frames")
     return _GAUNTLETS[id(kit)]
 
 
@@ -119,7 +119,7 @@ def test_mutated_frames_are_skipped(kit: Kit) -> None:
                 cases.append(BadFrame(label, error.clause, encode_frame(payload), b"ShutdownCN" in payload))
         if cases:
             try:
-                judge_gauntlet(run_gauntlet(kit, cases, label="mutated frames"), "mutated frames", "CN-9")
+                judge_gauntlet(run_gauntlet(kit, cases, label="mutated frames", max_nodes=2), "mutated frames", "CN-9")
             finally:
                 kit.cleanup()
 
