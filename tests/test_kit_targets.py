@@ -31,7 +31,7 @@ ORIGINAL_MASTER_FAILS = {
 }
 ORIGINAL_CN_FAILS = {
     "SEC-1", "ENC-5", "CN-10", "CN-9", "CN-4", "CN-11", "SCN-3",
-    "ENC-1", "ENC-2", "ENC-4", "CMD-1", "CMD-2", "CMD-4",
+    "ENC-1", "ENC-2", "ENC-3", "ENC-4", "ENC-6", "CMD-1", "CMD-2", "CMD-4", "VAL-3",
 }
 
 
