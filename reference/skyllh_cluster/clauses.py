@@ -3,7 +3,7 @@
 ``spec/protocol.md`` is the normative text; this table is its index in code.
 Errors raised by the codec and the state machines name a clause from here, and
 every test of the conformance kit declares the clause it checks. A test in
-``tests/test_clauses.py`` keeps this table and the spec's text in step: every
+``tests/test_spec.py`` keeps this table and the spec's text in step: every
 ID defined in the spec appears here with the same level and title, and the
 other way round.
 
