@@ -79,6 +79,13 @@ class NodeProcess:
         """The exit status if the node has exited, else ``None``."""
         return self.proc.poll()
 
+    def stdout_bytes(self, limit: int = 16 << 20) -> bytes:
+        """What the node has written to its standard output so far (SCN-3 lines among it), at most ``limit`` bytes."""
+        if self._out.closed:
+            return b""
+        self._out.seek(0)
+        return self._out.read(limit)
+
     def output_tail(self, lines: int = 5) -> str:
         """The last lines the node wrote to stderr (or stdout), for evidence."""
         for stream in (self._err, self._out):

@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, List, Tuple
 from skyllh_cluster.codec import dumps, loads_checked
 from skyllh_cluster.commands import ACK, MSG, Command, RegisterCN, ShutdownCN
 from skyllh_cluster.errors import ProtocolError
+from skyllh_cluster.wire import opcodes as opc
+from skyllh_cluster.wire.framing import encode_frame
 from skyllh_cluster.wire.values import values_equal
 
 from .failures import KitError
@@ -57,7 +59,12 @@ ENCODING_STYLES: Tuple[Tuple[int, bool, bool], ...] = (
 
 
 class Assembler:
-    """Writes pickle opcodes one by one (only what the kit needs)."""
+    """Writes pickle opcodes one by one (only what the kit needs).
+
+    Opcodes are named from the profile's opcode table,
+    :mod:`skyllh_cluster.wire.opcodes`; :meth:`op` also takes raw bytes, for
+    the invalid payloads the kit must be able to write.
+    """
 
     def __init__(self, protocol: int, *, memo: bool = True) -> None:
         self.protocol = protocol
@@ -65,104 +72,105 @@ class Assembler:
         self._memo_count = 0
         self.out = bytearray()
 
-    def op(self, code: bytes, arg: bytes = b"") -> "Assembler":
-        self.out += code + arg
+    def op(self, code: "int | bytes", arg: bytes = b"") -> "Assembler":
+        """Append an opcode (a byte of the opcode table, or raw bytes) and its argument."""
+        self.out += (bytes((code,)) if isinstance(code, int) else code) + arg
         return self
 
     def memoize(self) -> "Assembler":
         if not self.memo:
             return self
         if self.protocol >= 4:
-            self.op(b"\x94")  # MEMOIZE
+            self.op(opc.MEMOIZE)
         elif self._memo_count < 256:
-            self.op(b"q", bytes([self._memo_count]))  # BINPUT
+            self.op(opc.BINPUT, bytes([self._memo_count]))
         else:
-            self.op(b"r", struct.pack("<I", self._memo_count))  # LONG_BINPUT
+            self.op(opc.LONG_BINPUT, struct.pack("<I", self._memo_count))
         self._memo_count += 1
         return self
 
     def global_(self, module: str, name: str) -> "Assembler":
         if self.protocol >= 4:
-            self.text(module).text(name).op(b"\x93")  # STACK_GLOBAL
+            self.text(module).text(name).op(opc.STACK_GLOBAL)
         else:
-            self.op(b"c", f"{module}\n{name}\n".encode("ascii"))  # GLOBAL
+            self.op(opc.GLOBAL, f"{module}\n{name}\n".encode("ascii"))
         return self.memoize()
 
     def text(self, s: str) -> "Assembler":
         raw = s.encode("utf-8", "surrogatepass")
         if self.protocol >= 4 and len(raw) < 256:
-            self.op(b"\x8c", bytes([len(raw)]) + raw)  # SHORT_BINUNICODE
+            self.op(opc.SHORT_BINUNICODE, bytes([len(raw)]) + raw)
         else:
-            self.op(b"X", struct.pack("<I", len(raw)) + raw)  # BINUNICODE
+            self.op(opc.BINUNICODE, struct.pack("<I", len(raw)) + raw)
         return self.memoize()
 
     def integer(self, n: int) -> "Assembler":
         if 0 <= n < 0x100:
-            return self.op(b"K", bytes([n]))  # BININT1
+            return self.op(opc.BININT1, bytes([n]))
         if 0 <= n < 0x10000:
-            return self.op(b"M", struct.pack("<H", n))  # BININT2
+            return self.op(opc.BININT2, struct.pack("<H", n))
         if -(2**31) <= n < 2**31:
-            return self.op(b"J", struct.pack("<i", n))  # BININT
+            return self.op(opc.BININT, struct.pack("<i", n))
         raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
-        return self.op(b"\x8a", bytes([len(raw)]) + raw)  # LONG1
+        return self.op(opc.LONG1, bytes([len(raw)]) + raw)
 
     def value(self, v: Any) -> "Assembler":
         kind = type(v)
         if v is None:
-            return self.op(b"N")
+            return self.op(opc.NONE)
         if kind is bool:
-            return self.op(b"\x88" if v else b"\x89")
+            return self.op(opc.NEWTRUE if v else opc.NEWFALSE)
         if kind is int:
             return self.integer(v)
         if kind is float:
-            return self.op(b"G", struct.pack(">d", v))
+            return self.op(opc.BINFLOAT, struct.pack(">d", v))
         if kind is str:
             return self.text(v)
         if kind is bytes:
             return self._bytes(v)
         if kind is list:
-            self.op(b"]").memoize()
+            self.op(opc.EMPTY_LIST).memoize()
             if v:
-                self.op(b"(")
+                self.op(opc.MARK)
                 for item in v:
                     self.value(item)
-                self.op(b"e")  # APPENDS
+                self.op(opc.APPENDS)
             return self
         if kind is tuple:
             if not v:
-                return self.op(b")")
-            self.op(b"(")
+                return self.op(opc.EMPTY_TUPLE)
+            self.op(opc.MARK)
             for item in v:
                 self.value(item)
-            return self.op(b"t").memoize()  # TUPLE
+            return self.op(opc.TUPLE).memoize()
         if kind is dict:
-            self.op(b"}").memoize()
+            self.op(opc.EMPTY_DICT).memoize()
             if v:
-                self.op(b"(")
+                self.op(opc.MARK)
                 for key, item in v.items():
                     self.value(key).value(item)
-                self.op(b"u")  # SETITEMS
+                self.op(opc.SETITEMS)
             return self
         raise KitError(f"the kit cannot encode a {kind.__name__}")
 
     def _bytes(self, b: bytes) -> "Assembler":
         if self.protocol >= 3:
             if len(b) < 256:
-                return self.op(b"C", bytes([len(b)]) + b).memoize()  # SHORT_BINBYTES
-            return self.op(b"B", struct.pack("<I", len(b)) + b).memoize()  # BINBYTES
+                return self.op(opc.SHORT_BINBYTES, bytes([len(b)]) + b).memoize()
+            return self.op(opc.BINBYTES, struct.pack("<I", len(b)) + b).memoize()
         # Protocol 2 has no bytes opcode: CPython writes a call of
         # _codecs.encode(latin-1 text, 'latin1'), which the profile reads as data.
         if not b:
-            return self.global_("__builtin__", "bytes").op(b")").op(b"R").memoize()
+            return self.global_("__builtin__", "bytes").op(opc.EMPTY_TUPLE).op(opc.REDUCE).memoize()
         self.global_("_codecs", "encode")
-        self.text(b.decode("latin-1")).text("latin1").op(b"\x86").memoize()
-        return self.op(b"R").memoize()
+        self.text(b.decode("latin-1")).text("latin1").op(opc.TUPLE2).memoize()
+        return self.op(opc.REDUCE).memoize()
 
     def finish(self, *, frame: bool) -> bytes:
-        body = bytes(self.out) + b"."
-        head = b"\x80" + bytes([self.protocol])
+        body = bytes(self.out) + bytes((opc.STOP,))
+        head = bytes((opc.PROTO, self.protocol))
         if frame and self.protocol >= 4:
-            head += b"\x95" + struct.pack("<Q", len(body))
+            head += bytes((opc.FRAME,)) + struct.pack("<Q", len(body))
         return head + body
 
 
@@ -178,13 +186,13 @@ def encode(command: Command, protocol: int = 4, *, frame: bool = True, memo: boo
     """
     asm = Assembler(protocol, memo=memo)
     asm.global_(COMMANDS_MODULE, type(command).__name__)
-    asm.op(b")").op(b"\x81").memoize()  # EMPTY_TUPLE NEWOBJ
+    asm.op(opc.EMPTY_TUPLE).op(opc.NEWOBJ).memoize()
     state = _state(command)
     if state:
-        asm.op(b"}").memoize().op(b"(")
+        asm.op(opc.EMPTY_DICT).memoize().op(opc.MARK)
         for key, item in state.items():
             asm.text(key).value(item)
-        asm.op(b"u").op(b"b")  # SETITEMS BUILD
+        asm.op(opc.SETITEMS).op(opc.BUILD)
     return checked_valid(asm.finish(frame=frame), command)
 
 
@@ -213,9 +221,9 @@ def _must_be_invalid(payload: bytes) -> bytes:
 def _connect_back(asm: Assembler, host: str, port: int) -> Assembler:
     """``socket.create_connection((host, port))``: the canary's only effect."""
     asm.global_("socket", "create_connection")
-    asm.text(host).integer(port).op(b"\x86")  # TUPLE2: the address
-    asm.op(b"\x85")  # TUPLE1: the argument tuple
-    return asm.op(b"R")  # REDUCE
+    asm.text(host).integer(port).op(opc.TUPLE2)  # the address
+    asm.op(opc.TUPLE1)  # the argument tuple
+    return asm.op(opc.REDUCE)
 
 
 def canary(host: str, port: int, protocol: int = 2) -> bytes:
@@ -236,17 +244,17 @@ def canary_inside(command_name: str, host: str, port: int) -> bytes:
     result afterwards has already run it (ENC-5).
     """
     asm = Assembler(4)
-    asm.global_(COMMANDS_MODULE, command_name).op(b")").op(b"\x81").memoize()
-    asm.op(b"}").memoize().op(b"(")
+    asm.global_(COMMANDS_MODULE, command_name).op(opc.EMPTY_TUPLE).op(opc.NEWOBJ).memoize()
+    asm.op(opc.EMPTY_DICT).memoize().op(opc.MARK)
     if command_name == "RegisterCN":
         asm.text("_cn_start_time")
         _connect_back(asm, host, port)
         asm.text("_cn_live_time").integer(7200)
     else:
-        asm.text("msg").op(b"]").memoize().op(b"(").value("canary")
+        asm.text("msg").op(opc.EMPTY_LIST).memoize().op(opc.MARK).value("canary")
         _connect_back(asm, host, port)
-        asm.op(b"e")
-    asm.op(b"u").op(b"b")
+        asm.op(opc.APPENDS)
+    asm.op(opc.SETITEMS).op(opc.BUILD)
     return _must_be_invalid(asm.finish(frame=True))
 
 
@@ -259,25 +267,25 @@ def invalid_registration(fields: Dict[str, Any]) -> bytes:
 def invalid_state(command_name: str, fields: Dict[str, Any]) -> bytes:
     """A payload of the command class ``command_name`` with the given (invalid) state."""
     asm = Assembler(4)
-    asm.global_(COMMANDS_MODULE, command_name).op(b")").op(b"\x81").memoize()
-    asm.op(b"}").memoize().op(b"(")
+    asm.global_(COMMANDS_MODULE, command_name).op(opc.EMPTY_TUPLE).op(opc.NEWOBJ).memoize()
+    asm.op(opc.EMPTY_DICT).memoize().op(opc.MARK)
     for key, item in fields.items():
         asm.text(key).value(item)
-    asm.op(b"u").op(b"b")
+    asm.op(opc.SETITEMS).op(opc.BUILD)
     return _must_be_invalid(asm.finish(frame=True))
 
 
 def _deep_registration(depth: int) -> bytes:
     """A RegisterCN whose start time is an int inside ``depth`` nested lists."""
     asm = Assembler(4, memo=False)
-    asm.global_(COMMANDS_MODULE, "RegisterCN").op(b")").op(b"\x81")
-    asm.op(b"}").op(b"(").text("_cn_start_time")
+    asm.global_(COMMANDS_MODULE, "RegisterCN").op(opc.EMPTY_TUPLE).op(opc.NEWOBJ)
+    asm.op(opc.EMPTY_DICT).op(opc.MARK).text("_cn_start_time")
     for _ in range(depth):  # written flat: EMPTY_LIST MARK ... APPENDS, inside out
-        asm.op(b"]").op(b"(")
+        asm.op(opc.EMPTY_LIST).op(opc.MARK)
     asm.integer(1732560000)
     for _ in range(depth):
-        asm.op(b"e")
-    asm.text("_cn_live_time").integer(7200).op(b"u").op(b"b")
+        asm.op(opc.APPENDS)
+    asm.text("_cn_live_time").integer(7200).op(opc.SETITEMS).op(opc.BUILD)
     return _must_be_invalid(asm.finish(frame=True))
 
 
@@ -317,8 +325,13 @@ def registration(start_time: int, live_time: int) -> bytes:
 
 
 def frame(payload: bytes) -> bytes:
-    """``payload`` behind its u16 little-endian length prefix (empty allowed: the kit may lie)."""
-    return len(payload).to_bytes(2, "little") + payload
+    """``payload`` behind its u16 little-endian length prefix.
+
+    :func:`~skyllh_cluster.wire.framing.encode_frame` writes it; only the
+    empty frame, which that refuses (FRM-3) but the kit must send, is written
+    here.
+    """
+    return encode_frame(payload) if payload else b"\x00\x00"
 
 
 def split(data: bytes, cuts: List[int]) -> List[bytes]:

@@ -22,6 +22,7 @@ from typing import Any, List, Optional, Sequence
 from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import ACK, MSG, Command, ShutdownCN
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
+from skyllh_cluster.wire.framing import encode_frame
 
 from .failures import ClauseFailure, NoReply
 from .peer import Frame, WireConnection, describe
@@ -50,7 +51,7 @@ def expected_commands() -> List[Command]:
 
 def scenario_frames() -> List[bytes]:
     """The scenario's frames, canonically encoded, as a master sends them."""
-    return [len(p).to_bytes(2, "little") + p for p in (dumps(c) for c in expected_commands())]
+    return [encode_frame(dumps(c)) for c in expected_commands()]
 
 
 @dataclass
@@ -213,6 +214,7 @@ class NodeRun:
     later_frames: List[Frame] = field(default_factory=list)  # sent by the node after the ACK
     closed_after: Optional[float] = None  # seconds from the ShutdownCN's last byte to the close
     exit_status: Optional[int] = None
+    stdout: bytes = b""  # what the node printed (SCN-3 lines among it), read after it exited
 
     def fail(self, evidence: str, clause: Optional[str] = None, kind: type = ClauseFailure) -> ClauseFailure:
         """A failure carrying this run's transcript."""
@@ -256,4 +258,5 @@ def run_node_scenario(kit: Any) -> NodeRun:
         run.exit_status = node.process.wait_exit(kit.timeout)
     except ClauseFailure as failure:
         run.failure = failure
+    run.stdout = node.process.stdout_bytes()
     return run

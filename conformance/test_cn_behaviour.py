@@ -20,7 +20,10 @@ from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN
 from skyllh_cluster.conformance import payloads
 from skyllh_cluster.conformance.scenario_checks import scenario_frames
 from skyllh_cluster.conformance.session import Kit, NodeUnderTest, command_frame
-from skyllh_cluster.conformance.strategies import printable_values, send_plans
+from skyllh_cluster.conformance.failures import Inconclusive
+from skyllh_cluster.conformance.node_output import judge_output
+from skyllh_cluster.conformance.strategies import send_plans
+from skyllh_cluster.conformance.strategies import values as any_values
 
 #: A node process costs this many plain examples (see Kit.settings).
 PROCESS_COST = 5
@@ -217,19 +220,30 @@ def test_every_valid_encoding_is_taken(kit: Kit, protocol: int) -> None:
 
 @pytest.mark.clause("CN-11")
 def test_any_values_are_taken(kit: Kit) -> None:
-    """MSGs of any values of the subset, in any number, are taken in turn up to ShutdownCN."""
+    """MSGs of any values of the subset, in any number, are printed exactly and in order (SCN-3 lines), up to ShutdownCN."""
+    outcomes: List[str] = []
 
     @kit.settings(cost=PROCESS_COST)
-    @given(values=st.lists(printable_values(), min_size=1, max_size=20))
+    @given(values=st.lists(any_values(), min_size=1, max_size=20))
     def takes(values: List[Any]) -> None:
         node = kit.start_node()
         try:
             node.register()
             node.send(ACK_FRAME + b"".join(command_frame(MSG(v)) for v in values) + SHUTDOWN_FRAME)
             _ends_well(kit, node, f"{len(values)} MSGs of drawn values", "CN-11")
+            verdict = judge_output(values, node.process.stdout_bytes())
         finally:
             node.process.stop()
             node.conn.close()
+        if verdict.failure is not None:
+            clause, evidence = verdict.failure
+            if verdict.form == "none":
+                outcomes.append(evidence)
+                return
+            raise node.fail(f"{evidence} (values sent: {len(values)})", clause=None if clause == "CN-11" else clause)
+        if verdict.inconclusive is not None:
+            outcomes.append(verdict.inconclusive)
 
     takes()
-
+    if outcomes:
+        raise Inconclusive(f"the node's output did not show every value: {outcomes[0]}")

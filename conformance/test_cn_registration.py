@@ -13,7 +13,10 @@ import pytest
 from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import RegisterCN
 
+from skyllh_cluster.conformance.failures import Inconclusive
+from skyllh_cluster.conformance.node_output import judge_output
 from skyllh_cluster.conformance.scenario_checks import NodeRun
+from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 
 #: How far, in seconds, cn_start_time may be from the kit's clock (CN-2): the
 #: node truncates to whole seconds, and its clock and start-up take a moment.
@@ -131,3 +134,36 @@ def test_scenario_messages_are_taken(node_run: NodeRun) -> None:
             "expected the node to take the scenario's MSGs and end on ShutdownCN with status 0, got "
             + ("no close" if node_run.closed_after is None else f"exit status {node_run.exit_status}")
         )
+
+
+def _printed_verdict(node_run: NodeRun):  # type: ignore[no-untyped-def]
+    node_run.require_registration()
+    if node_run.exit_status is None:
+        raise Inconclusive("the node had not exited after ShutdownCN, so its output may be incomplete")
+    return judge_output(SCENARIO_PAYLOADS, node_run.stdout)
+
+
+@pytest.mark.clause("SCN-3")
+def test_prints_one_line_per_msg(node_run: NodeRun) -> None:
+    """For each scenario MSG the node prints one `MSG <json>` line on its standard output."""
+    verdict = _printed_verdict(node_run)
+    if verdict.failure is not None and verdict.failure[0] == "SCN-3":
+        raise node_run.fail(verdict.failure[1])
+    if verdict.form == "legacy":
+        raise node_run.fail(
+            "expected `MSG <json>` lines, got only the original's `Received general message: ...` lines "
+            "(spec/deviations.md)"
+        )
+
+
+@pytest.mark.clause("CN-11")
+def test_scenario_values_are_decoded_exactly(node_run: NodeRun) -> None:
+    """Every scenario value is printed exactly as sent, in order, each once (as far as the legacy form allows)."""
+    verdict = _printed_verdict(node_run)
+    if verdict.failure is not None:
+        clause, evidence = verdict.failure
+        if clause == "SCN-3" and verdict.form == "none":
+            raise Inconclusive(f"the node printed no value lines, so what it decoded cannot be seen ({evidence})")
+        raise node_run.fail(evidence, clause=None if clause == "CN-11" else clause)
+    if verdict.inconclusive is not None:
+        raise Inconclusive(verdict.inconclusive)

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 import pytest
+from hypothesis import Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
@@ -287,5 +288,8 @@ def test_concurrent_connection_sequences(kit: Kit) -> None:
         pass
 
     Machine.kit = kit
-    run_state_machine_as_test(Machine, settings=kit.settings())
+    # No shrinking: each step waits on real sockets, and shrinking a run of
+    # interleaved connections took minutes against a faulty master; the
+    # failure is reported with the transcript of the run that found it.
+    run_state_machine_as_test(Machine, settings=settings(kit.settings(), phases=(Phase.explicit, Phase.generate)))
 

@@ -17,11 +17,6 @@ NOT_ON_THE_WIRE: Dict[str, str] = {
         "no test: not observable on the wire; a refused payload is never sent, and the scenario "
         "never asks a sender for one over 65535 bytes"
     ),
-    "ENC-6": (
-        "no test: not observable on the wire; a frame of at most 65535 bytes already bounds what a decoder "
-        "can be made to build, and a receiver that copes without a depth bound looks the same "
-        "(the kit still sends a 1000-deep value as an invalid first frame, MST-3)"
-    ),
     "VAL-1": (
         "no test of its own: any value outside the subset needs an opcode or a global outside the profile, "
         "so it is caught as ENC-2 or ENC-3"

@@ -27,10 +27,13 @@ from skyllh_cluster import codec
 from skyllh_cluster.commands import Command
 from skyllh_cluster.codec import command_to_json
 from skyllh_cluster.wire import opcodes as op
+from skyllh_cluster.wire.framing import encode_frame
 from skyllh_cluster.wire.values import MAX_DEPTH
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors"
-GENERATOR_VERSION = "1"
+#: The kit sends every invalid vector to targets; it ships this copy of invalid.json.
+KIT_COPY = Path(__file__).resolve().parent.parent / "conformance" / "invalid_vectors.json"
+GENERATOR_VERSION = "2"
 ALGORITHM = "skyllh-cluster-frame"
 
 NOTES = {
@@ -63,7 +66,13 @@ HEADER = [
 
 
 def frame(payload: bytes) -> bytes:
-    """The payload behind its length prefix (no size check: vectors may lie)."""
+    """The payload behind its length prefix.
+
+    Vectors may lie: the empty payload and an oversized one, which
+    ``encode_frame`` refuses, are written as they are (the prefix wrapped).
+    """
+    if 0 < len(payload) <= 0xFFFF:
+        return encode_frame(payload)
     return (len(payload) & 0xFFFF).to_bytes(2, "little") + payload
 
 
@@ -218,6 +227,44 @@ def _ours(original_command: Any) -> Command:
     return command
 
 
+def canonical_payload(command: Command) -> bytes:
+    """The canonical encoding of ``command``: CMD-3's key order for RegisterCN, the encoder's bytes otherwise.
+
+    The encoder writes a command's state in its own order; a RegisterCN
+    decoded from a payload with its keys the other way round is rebuilt in
+    the canonical order first (``_cn_start_time``, then ``_cn_live_time``).
+    """
+    from skyllh_cluster.commands import RegisterCN
+
+    if isinstance(command, RegisterCN):
+        state = vars(command)
+        command = RegisterCN(state["_cn_start_time"], state["_cn_live_time"])
+    return codec.dumps(command)
+
+
+def holds_shared_objects(command: Command) -> bool:
+    """Whether the decoded value holds one object at two places (the decoder keeps memo references shared).
+
+    Ints, floats, None and bools are never memo references in a payload;
+    the empty tuple is written without the memo, so it is left out too.
+    """
+    seen: set = set()
+    stack = list(vars(command).values())
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind not in (str, bytes, list, tuple, dict) or item == ():
+            continue
+        if id(item) in seen:
+            return True
+        seen.add(id(item))
+        if kind is dict:
+            stack.extend(x for pair in item.items() for x in pair)
+        elif kind in (list, tuple):
+            stack.extend(item)
+    return False
+
+
 class VectorFile:
     def __init__(self, name: str, description: str) -> None:
         self.name, self.description = name, description
@@ -231,12 +278,13 @@ class VectorFile:
 
     def valid(self, tests: List[Dict[str, Any]], comment: str, payload: bytes, flags: List[str]) -> None:
         command = codec.loads_checked(payload)
-        canonical = codec.dumps(command) == payload if len(payload) <= 0xFFFF else False
+        canonical = canonical_payload(command) == payload if len(payload) <= 0xFFFF else False
+        shared = ["Shared"] if holds_shared_objects(command) else []
         tests.append(
             {
                 "tcId": self._id(),
                 "comment": comment,
-                "flags": sorted(set(flags + (["Canonical"] if canonical else ["NonCanonical"]))),
+                "flags": sorted(set(flags + shared + (["Canonical"] if canonical else ["NonCanonical"]))),
                 "frame": frame(payload).hex(),
                 "result": "valid",
                 "command": command_to_json(command),
@@ -316,6 +364,27 @@ def commands_file() -> VectorFile:
     out.valid(tests, "ACK with BINPUT instead of MEMOIZE", binput, ["NonCanonical"])
     global_at_4 = b"\x80\x04c" + op.COMMAND_MODULE.encode() + b"\nShutdownCN\n)\x81."
     out.valid(tests, "ShutdownCN with GLOBAL at protocol 4, no memo", global_at_4, ["NonCanonical"])
+    long_binput = (b"\x80\x04" + short_str(op.COMMAND_MODULE) + b"r\x00\x00\x00\x00" + short_str("ACK")
+                   + b"r\x01\x00\x00\x00\x93r\x02\x00\x00\x00)\x81.")
+    out.valid(tests, "ACK with LONG_BINPUT instead of MEMOIZE", long_binput, ["NonCanonical"])
+    out.valid(tests, "MSG of a str written with BINUNICODE8", msg_with(b"\x8d" + struct.pack("<Q", 5) + b"hello\x94"),
+              ["NonCanonical", "SizeClass"])
+    out.valid(tests, "MSG of bytes written with BINBYTES8", msg_with(b"\x8e" + struct.pack("<Q", 3) + b"abc\x94"),
+              ["NonCanonical", "SizeClass"])
+    for module in ("builtins", "__builtin__"):
+        empty_bytes = (b"\x80\x02c" + op.COMMAND_MODULE.encode() + b"\nMSG\n)\x81}X\x03\x00\x00\x00msgc"
+                       + module.encode() + b"\nbytes\n)Rsb.")
+        out.valid(tests, f"MSG of b'' written as {module}.bytes() at protocol 2", empty_bytes, ["NonCanonical"])
+    one = struct.pack(">d", 1.0)
+    equal_keys = msg_with(b"}\x94(K\x01" + short_str("a") + b"\x94G" + one + short_str("b") + b"\x94\x88"
+                          + short_str("c") + b"\x94u")
+    out.valid(tests, "MSG of a dict written with the equal keys 1, 1.0, True: one entry, key 1, value 'c' (VAL-2)",
+              equal_keys, ["NonCanonical"])
+    nan = struct.pack(">d", float("nan"))
+    out.valid(tests, "MSG of a dict with two NaN keys written apart: two entries (VAL-2)",
+              msg_with(b"}\x94(G" + nan + b"K\x01G" + nan + b"K\x02u"), [])
+    out.valid(tests, "MSG of a dict with one NaN key written twice through the memo: one entry (VAL-2)",
+              msg_with(b"}\x94(G" + nan + b"\x94K\x01h\x07K\x02u"), ["NonCanonical"])
     return out
 
 
@@ -539,6 +608,38 @@ def invalid_file() -> VectorFile:  # noqa: C901 - a table
                 payload=original_dumps(lambda: original.MSG(cyclic_dict), 4))
     out.invalid(t, "a list changed after a memo reference to it", "VAL-3", "changed after reference", ["BadValue"],
                 payload=msg_with(b"]\x94h\x06K\x01a"))
+
+    # Added in generator version 2; appended so that earlier tcIds stay as they were.
+    t = out.group("InvalidPayload", "hand-written", "The pickle structure and globals, second set (ENC-1, ENC-3)")
+    out.invalid(t, "MEMOIZE right after MARK", "ENC-1", "a MARK is not an object", ["Malformed"],
+                payload=b"\x80\x04(\x94" + ack[11:])
+    out.invalid(t, "GLOBAL without a newline", "ENC-1", "GLOBAL needs two lines", ["Malformed"],
+                payload=b"\x80\x02c" + op.COMMAND_MODULE.encode())
+    out.invalid(t, "GLOBAL with one newline, then STOP", "ENC-1", "GLOBAL needs two lines", ["Malformed"],
+                payload=b"\x80\x02c" + op.COMMAND_MODULE.encode() + b"\nACK.")
+    out.invalid(t, "GLOBAL with a non-ASCII module name", "ENC-3", "global not allowed", ["ForbiddenGlobal"],
+                payload=b"\x80\x02cskyllh.cl\xc3\xbcster.commands\nACK\n)\x81.")
+    out.invalid(t, "GLOBAL with a class name that is not UTF-8", "ENC-3", "global not allowed", ["ForbiddenGlobal"],
+                payload=b"\x80\x02c" + op.COMMAND_MODULE.encode() + b"\nAC\xff\n)\x81.")
+
+    t = out.group("EncodeRefusal", "hand-written", "Values the encoder must refuse (ENC-6, VAL-2, VAL-3 as a sender)")
+    deep: Dict[str, Any] = {"type": "list", "items": []}
+    for _ in range(MAX_DEPTH):
+        deep = {"type": "list", "items": [deep]}
+    out.invalid(t, f"MSG of lists nested {MAX_DEPTH + 1} deep", "ENC-6", "too deep to send", ["EncodeOnly", "Limits"],
+                command={"class": "MSG", "state": [["msg", deep]]})
+    out.invalid(t, "MSG of a dict with a list key", "VAL-2", "unhashable key", ["EncodeOnly", "BadValue"],
+                command={"class": "MSG", "state": [["msg", {"type": "dict", "items": [
+                    [{"type": "list", "items": []}, {"type": "none"}]]}]]})
+    out.invalid(t, "MSG of a dict with a tuple key that holds a dict", "VAL-2", "unhashable key", ["EncodeOnly", "BadValue"],
+                command={"class": "MSG", "state": [["msg", {"type": "dict", "items": [
+                    [{"type": "tuple", "items": [{"type": "dict", "items": []}]}, {"type": "none"}]]}]]})
+    out.invalid(t, "MSG of a list that contains itself", "VAL-3", "cycle", ["EncodeOnly", "BadValue"],
+                command={"class": "MSG", "state": [["msg", {"type": "list", "items": [{"type": "ref", "up": 0}]}]]})
+    out.invalid(t, "MSG of a dict that contains itself through a list", "VAL-3", "cycle", ["EncodeOnly", "BadValue"],
+                command={"class": "MSG", "state": [["msg", {"type": "dict", "items": [
+                    [{"type": "str", "utf8": "73656c66"}, {"type": "list", "items": [{"type": "ref", "up": 1}]}]]}]]})
+
     return out
 
 
@@ -552,9 +653,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--directory", type=Path, default=VECTOR_DIR)
     args = parser.parse_args(argv)
     stale = []
-    for vector_file in all_files():
-        path = args.directory / vector_file.name
-        text = vector_file.render()
+    outputs = [(args.directory / f.name, f.render()) for f in all_files()]
+    if args.directory == VECTOR_DIR:
+        outputs += [(KIT_COPY, text) for path, text in outputs if path.name == "invalid.json"]
+    for path, text in outputs:
         if args.check:
             if not path.exists() or path.read_text(encoding="ascii") != text:
                 stale.append(str(path))

@@ -3,7 +3,7 @@
 ``spec/protocol.md`` is the normative text; this table is its index in code.
 Errors raised by the codec and the state machines name a clause from here, and
 every test of the conformance kit declares the clause it checks. A test in
-``tests/test_clauses.py`` keeps this table and the spec's text in step: every
+``tests/test_spec.py`` keeps this table and the spec's text in step: every
 ID defined in the spec appears here with the same level and title, and the
 other way round.
 
@@ -88,6 +88,7 @@ _TABLE: Tuple[Clause, ...] = (
     Clause("MST-8", _M, _MST, "A broadcast reaches every live node even when others have failed, and reports failures"),
     Clause("MST-9", _S, _MST, "The master drops a node whose live time has passed and sends it nothing"),
     Clause("MST-10", _S, _MST, "The master serves several compute nodes concurrently"),
+    Clause("MST-11", _M, _MST, "The master closes a connection on which anything follows the RegisterCN"),
     # --- 6. Compute node role ------------------------------------------------
     Clause("CN-1", _M, _CN, "The compute node sends RegisterCN as the first frame after connecting"),
     Clause("CN-2", _M, _CN, "cn_start_time is the node's start as integer Unix time"),
@@ -106,6 +107,7 @@ _TABLE: Tuple[Clause, ...] = (
     # --- 8. Conformance scenario ---------------------------------------------
     Clause("SCN-1", _M, _MST, "In the scenario the master sends MSG(p) for each scenario payload in order, then ShutdownCN"),
     Clause("SCN-2", _M, _MST, "In the scenario the master serves compute nodes one after another for as long as it runs"),
+    Clause("SCN-3", _M, _CN, "A compute node under test reports each MSG value on its standard output as one line"),
     # --- 9. Security ---------------------------------------------------------
     Clause("SEC-1", _M, _ANY, "Nothing received is ever given to an unrestricted unpickler"),
 )

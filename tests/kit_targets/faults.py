@@ -17,6 +17,7 @@ from typing import Any, List, Tuple
 
 from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import MSG, RegisterCN
+from skyllh_cluster.wire.framing import encode_frame
 
 from skyllh_cluster.conformance.payloads import COMMANDS_MODULE, Assembler, encode
 
@@ -24,8 +25,10 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
 def frame(payload: bytes, big_endian: bool = False) -> bytes:
-    """``payload`` behind its length prefix, in the given byte order."""
-    return len(payload).to_bytes(2, "big" if big_endian else "little") + payload
+    """``payload`` behind its length prefix; a big-endian prefix is the FRM-1 fault."""
+    if big_endian:
+        return len(payload).to_bytes(2, "big") + payload
+    return encode_frame(payload)
 
 
 def command_with_raw_state(name: str, raw_state: bytes, *, args: bytes = b")") -> bytes:

@@ -2,8 +2,10 @@
 
     python tests/kit_targets/faulty_cn.py HOST PORT --live-time S [--fault CLAUSE-ID] [--write-mode MODE]
 
-With no fault it meets every clause the kit tests in compute-node mode;
-``--fault`` breaks exactly the named one (see :data:`FAULTS`).
+With no fault it meets every clause the kit tests in compute-node mode and
+prints one SCN-3 line (``MSG <json>``) per MSG; ``--fault`` breaks exactly
+the named clause (see :data:`FAULTS`), or, for a name in
+:data:`EXTRA_FAULTS`, breaks that clause in a second way.
 ``--write-mode byte-by-byte`` writes the RegisterCN one byte per write.
 Payloads are decoded only with :func:`skyllh_cluster.codec.loads`.  Exit
 status: 0 after ShutdownCN or at the end of the live time, 1 otherwise.
@@ -23,7 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kit_targets.faults import bad_registration, emulate_unsafe_unpickler, frame  # noqa: E402
 
+import json  # noqa: E402
+
 from skyllh_cluster.codec import dumps, loads  # noqa: E402
+from skyllh_cluster.wire.vector_json import value_to_json  # noqa: E402
 from skyllh_cluster.commands import ACK, MSG, RegisterCN, ShutdownCN  # noqa: E402
 from skyllh_cluster.errors import ProtocolError  # noqa: E402
 
@@ -53,6 +58,23 @@ FAULTS = {
     "CMD-1": "NEWOBJ with (1,)",
     "CMD-3": "times as str",
     "SEC-1": "a top-level call is run (emulated pickle.loads)",
+    "SCN-3": "the original's legacy line `Received general message: ...` instead of `MSG <json>`",
+    "ERR-1": "a long frame that does not decode ends the node",
+    "CMD-2": "a ShutdownCN with a state is obeyed",
+    "CMD-4": "a MSG refused under CMD-4 is printed as a value",
+    "ENC-6": "a MSG refused under ENC-6 is printed as a value",
+    "VAL-2": "a MSG refused under VAL-2 is printed as a value",
+    "VAL-3": "a MSG refused under VAL-3 is printed as a value",
+}
+
+#: Second faults for clauses that already have one: name -> (clause, how).
+EXTRA_FAULTS = {
+    "SCN-3/no-decode": ("SCN-3", "MSG is never decoded: the node only watches for the ShutdownCN bytes"),
+    "ENC-1/obeys-bad-shutdown": ("ENC-1", "a ShutdownCN with bytes after STOP is obeyed"),
+    "CN-4/ack-prefix": ("CN-4", "any reply that starts with the ACK's bytes counts as the ACK"),
+    "CN-11/bool-as-int": ("CN-11", "True and False are printed as the ints 1 and 0"),
+    "SCN-3/cut-always": ("SCN-3", "values of more than 3 nodes are printed cut, even when the line fits"),
+    "ENC-3/prints-invalid": ("ENC-3", "a MSG refused under ENC-3 is printed as a value"),
 }
 
 
@@ -66,7 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("--live-time", type=int, default=7200)
-    parser.add_argument("--fault", choices=sorted(FAULTS), default=None)
+    parser.add_argument("--fault", choices=sorted(FAULTS) + sorted(EXTRA_FAULTS), default=None)
     parser.add_argument("--write-mode", choices=["normal", "single-write", "byte-by-byte"], default="normal")
     args = parser.parse_args(argv)
     started = time.time()
@@ -144,10 +166,38 @@ class Node:
     def decode(self, payload: bytes):
         if self.fault in ("SEC-1", "ENC-5"):
             emulate_unsafe_unpickler(payload, "top" if self.fault == "SEC-1" else "nested")
-        command = loads(payload)
+        if self.fault == "ENC-1/obeys-bad-shutdown" and payload.startswith(SHUTDOWN) and payload != SHUTDOWN:
+            return ShutdownCN()
+        if self.fault == "CN-4/ack-prefix" and not self.acked and payload.startswith(ACK_PAYLOAD):
+            return ACK()
+        try:
+            command = loads(payload)
+        except ProtocolError as error:
+            if self.fault == "CMD-2" and error.clause == "CMD-2" and b"ShutdownCN" in payload:
+                return ShutdownCN()
+            printed = self.fault in ("CMD-4", "ENC-6", "VAL-2", "VAL-3", "ENC-3/prints-invalid")
+            if printed and error.clause == self.fault.split("/")[0] and b"\x8c\x03MSG" in payload:
+                self.print_value(f"a value refused under {error.clause}")
+            raise
+        except ValueError as error:  # the reference codec before its hardening (issue 10, F1)
+            raise ProtocolError("ENC-6", f"refused: {type(error).__name__}") from None
         if self.fault == "ENC-8" and dumps(command) != payload:
             raise ProtocolError("ENC-8", "not canonical")
         return command
+
+    def print_value(self, value) -> None:
+        """The SCN-3 line for ``value`` (or what the fault makes of it)."""
+        if self.fault == "SCN-3":
+            line = f"Received general message: {value}"
+        else:
+            node = render(value)
+            if self.fault == "CN-11/bool-as-int":
+                node = _bools_as_ints(node)
+            if self.fault == "SCN-3/cut-always" and _nodes(node) > 3:
+                node = {"type": "cut", "omitted": _nodes(node)}
+            line = "MSG " + json.dumps(node, separators=(",", ":"))
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
     def run(self) -> int:
         self.send(b"".join(self.registration()))
@@ -160,10 +210,15 @@ class Node:
         self.acked = True
         while True:
             payload = self.next_payload()
+            if self.fault == "SCN-3/no-decode":
+                if payload == SHUTDOWN:
+                    self.sock.close()
+                    return 0
+                continue
             try:
                 command = self.decode(payload)
             except ProtocolError:
-                if self.fault == "CN-9":
+                if self.fault == "CN-9" or (self.fault == "ERR-1" and len(payload) > 2000):
                     return 1
                 continue
             if isinstance(command, ShutdownCN):
@@ -173,9 +228,93 @@ class Node:
                 return 3 if self.fault == "CN-6" else 0
             if isinstance(command, (ACK, RegisterCN)) and self.fault == "CN-8":
                 return 1
-            if isinstance(command, MSG) and isinstance(command.msg, dict) and self.fault == "CN-11":
-                return 1
+            if isinstance(command, MSG):
+                if isinstance(command.msg, dict) and self.fault == "CN-11":
+                    return 1
+                self.print_value(command.msg)
 
+
+SHUTDOWN = dumps(ShutdownCN())
+ACK_PAYLOAD = dumps(ACK())
+
+#: SCN-3: a line longer than this may be cut, and a cut line is at most this long.
+LINE_LIMIT = 1 << 20
+#: Rendering stops adding items once this much is written (the last scalar may add up to 130 KB).
+CUT_BUDGET = LINE_LIMIT - 200_000
+
+
+def render(value):
+    """The SCN-3 JSON of ``value``; cut (with the count of nodes left out) only when the whole line would not fit."""
+    sizes = {}
+    if 5 + _size(value, sizes) <= LINE_LIMIT:
+        return value_to_json(value)
+    return _render_cut(value, [0], {})
+
+
+def _size(value, memo) -> int:
+    if type(value) in (list, tuple, dict) and id(value) in memo:
+        return memo[id(value)]
+    if type(value) in (list, tuple):
+        total = 27 + sum(_size(v, memo) + 1 for v in value)
+    elif type(value) is dict:
+        total = 27 + sum(_size(k, memo) + _size(v, memo) + 4 for k, v in value.items())
+    else:
+        total = len(json.dumps(value_to_json(value), separators=(",", ":")))
+    if type(value) in (list, tuple, dict):
+        memo[id(value)] = total
+    return total
+
+
+def _count(value, memo) -> int:
+    if type(value) not in (list, tuple, dict):
+        return 1
+    if id(value) not in memo:
+        items = [x for kv in value.items() for x in kv] if type(value) is dict else value
+        memo[id(value)] = 1 + sum(_count(x, memo) for x in items)
+    return memo[id(value)]
+
+
+def _render_cut(value, used, counts):
+    kind = type(value)
+    if kind not in (list, tuple, dict):
+        node = value_to_json(value)
+        used[0] += len(json.dumps(node))
+        return node
+    entries = list(value.items()) if kind is dict else list(value)
+    items = []
+    for i, entry in enumerate(entries):
+        if used[0] > CUT_BUDGET:
+            rest = entries[i:]
+            if kind is dict:
+                omitted = sum(_count(k, counts) + _count(v, counts) for k, v in rest)
+            else:
+                omitted = sum(_count(x, counts) for x in rest)
+            items.append({"type": "cut", "omitted": omitted})
+            break
+        if kind is dict:
+            items.append([_render_cut(entry[0], used, counts), _render_cut(entry[1], used, counts)])
+        else:
+            items.append(_render_cut(entry, used, counts))
+    used[0] += 30
+    return {"type": kind.__name__, "items": items}
+
+
+def _bools_as_ints(node):
+    if node.get("type") == "bool":
+        return {"type": "int", "value": str(int(node["value"]))}
+    if node.get("type") in ("list", "tuple"):
+        return {**node, "items": [_bools_as_ints(i) for i in node["items"]]}
+    if node.get("type") == "dict":
+        return {**node, "items": [[_bools_as_ints(k), _bools_as_ints(v)] for k, v in node["items"]]}
+    return node
+
+
+def _nodes(node) -> int:
+    if node.get("type") in ("list", "tuple"):
+        return 1 + sum(_nodes(i) for i in node["items"])
+    if node.get("type") == "dict":
+        return 1 + sum(_nodes(k) + _nodes(v) for k, v in node["items"])
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())

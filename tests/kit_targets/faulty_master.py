@@ -13,6 +13,7 @@ Payloads are decoded only with :func:`skyllh_cluster.codec.loads`.
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import threading
@@ -63,6 +64,15 @@ FAULTS = {
     "SCN-1": "the first two payloads swapped",
     "SCN-2": "stops serving after two nodes",
     "SEC-1": "a top-level call in the first frame is run (emulated pickle.loads)",
+    "CMD-3": "a RegisterCN with extra keys in its state is ACKed",
+    "ENC-6": "a RegisterCN refused under ENC-6 is ACKed",
+    "MST-11": "bytes after the RegisterCN are ignored: the node is ACKed and served",
+}
+
+#: Second faults for clauses that already have one: name -> (clause, how).
+EXTRA_FAULTS = {
+    "ENC-1/acks-trailing": ("ENC-1", "a RegisterCN with bytes after STOP is ACKed"),
+    "MST-4/hostile-exit": ("MST-4", "the process exits on a first frame over 2000 bytes that does not decode"),
 }
 
 
@@ -122,6 +132,8 @@ class Master:
                 if self.fault == "MST-2":
                     sock.sendall(frame(dumps(ACK())))
                 if len(data) >= 2 + size:
+                    if self.fault != "MST-11" and (len(data) > 2 + size or self._more_waiting(sock)):
+                        return None  # bytes after the RegisterCN: no ACK, close (MST-11)
                     return data[2 : 2 + size]
             if data and self.fault == "FRM-4":
                 return None  # the first piece was not the whole frame
@@ -141,6 +153,33 @@ class Master:
                     sock.sendall(frame(dumps(ACK())))
                 return None
             data += chunk
+
+    def decode(self, payload: bytes) -> object:
+        if self.fault == "ENC-1/acks-trailing" and payload.find(b"b.") > 0:
+            payload = payload[: payload.find(b"b.") + 2]  # reads up to the STOP after BUILD, ignores the rest
+        try:
+            command = loads(payload)
+        except ProtocolError as error:
+            if self.fault == "CMD-3" and error.clause == "CMD-3" and b"_cn_live_time" in payload:
+                return RegisterCN(int(time.time()), 3600)
+            if self.fault == "ENC-6" and error.clause == "ENC-6" and b"RegisterCN" in payload:
+                return RegisterCN(int(time.time()), 3600)
+            raise
+        except ValueError as error:  # the reference codec before its hardening (issue 10, F1)
+            raise ProtocolError("ENC-6", f"refused: {type(error).__name__}") from None
+        if self.fault == "ENC-8" and dumps(command) != payload:
+            raise ProtocolError("ENC-8", "not canonical")
+        return command
+
+    @staticmethod
+    def _more_waiting(sock: socket.socket) -> bool:
+        sock.setblocking(False)
+        try:
+            return bool(sock.recv(1, socket.MSG_PEEK))
+        except (BlockingIOError, OSError):
+            return False
+        finally:
+            sock.setblocking(True)
 
     # -- one connection ------------------------------------------------------------------
     def serve(self, sock: socket.socket) -> None:
@@ -165,12 +204,12 @@ class Master:
         if self.fault in ("SEC-1", "ENC-5"):
             emulate_unsafe_unpickler(payload, "top" if self.fault == "SEC-1" else "nested")
         try:
-            command = loads(payload)
-            if self.fault == "ENC-8" and dumps(command) != payload:
-                raise ProtocolError("ENC-8", "not canonical")
+            command = self.decode(payload)
             valid = isinstance(command, RegisterCN)
         except ProtocolError:
             valid = False
+        if not valid and self.fault == "MST-4/hostile-exit" and len(payload) > 2000:
+            os._exit(1)
         if not valid:
             if self.fault == "MST-3":
                 sock.sendall(frame(dumps(ACK())))
@@ -209,7 +248,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--fault", choices=sorted(FAULTS), default=None)
+    parser.add_argument("--fault", choices=sorted(FAULTS) + sorted(EXTRA_FAULTS), default=None)
     parser.add_argument("--write-mode", choices=["normal", "single-write", "byte-by-byte"], default="normal")
     parser.add_argument("--registration-timeout", type=float, default=1.0)
     args = parser.parse_args(argv)
