@@ -240,6 +240,26 @@ class WireConnection:
             return b""
         return self.transcript.bytes_in("<-")[before:]
 
+    def reaction(self, wait: float, *, replies: bool = True) -> Optional[str]:
+        """Positive evidence that the target handled what the kit sent, waiting at most ``wait`` s.
+
+        Returns "closed the connection" once the target has closed (or
+        reset), "replied (N bytes)" once it has sent anything (only with
+        ``replies``), else ``None``.  A target can do either only after it
+        read what came before on this connection.
+        """
+        before = self._received
+        deadline = time.monotonic() + wait
+        while not self._closed_by_peer and self._received == before:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pull(left):
+                break
+        if self._closed_by_peer:
+            return "reset the connection" if self._reset else "closed the connection"
+        if replies and self._received:
+            return f"replied ({self._received} bytes)"
+        return None
+
     def read_frame(self, timeout: Optional[float] = None, *, waiting_for: str = "a frame") -> Optional[Frame]:
         """Return the next whole frame, or ``None`` if the target closed between frames.
 

@@ -21,13 +21,19 @@ from hypothesis import HealthCheck, Phase, settings
 from skyllh_cluster.commands import Command, RegisterCN
 from skyllh_cluster.wire.framing import HEADER_SIZE
 
-from .canary import Canary
-from .failures import ClauseFailure, KitError, NoReply
+from .canary import Canary, Evidence
+from .failures import ClauseFailure, KitError, NeverConnected, NoReply
 from .launcher import NodeProcess, command_line
 from .peer import Frame, Listener, WireConnection, connect
 from .transcript import Transcript
 
-__all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address"]
+__all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address", "MAX_STRETCH"]
+
+#: A slow target's waits are stretched to at most this many times the
+#: configured ones (see :meth:`Kit.calibrate`).
+MAX_STRETCH = 5.0
+#: A reply may take this many times the pre-flight's reply latency.
+LATENCY_FACTOR = 50.0
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +79,38 @@ class Kit:
         self.options = options
         self._listener: Optional[Listener] = None
         self._opened: List[Any] = []
+        #: The target's reply latency measured by the pre-flight (seconds).
+        self.latency = 0.0
+
+    def calibrate(self, latency: float) -> None:
+        """Adapt the waits to the target's measured reply latency (from the pre-flight).
+
+        A target whose ACK took ``latency`` seconds gets replies waited for
+        ``LATENCY_FACTOR`` times that, never less than ``--conformance-timeout``
+        and never more than ``MAX_STRETCH`` times it.
+        """
+        self.latency = max(self.latency, latency)
+        logger.info("target reply latency %.4f s: timeout %.2f s, patience %.2f s", latency, self.timeout, self.patience)
 
     @property
     def timeout(self) -> float:
-        """The conformance timeout: the longest single wait for a reply."""
-        return self.options.timeout
+        """The longest single wait for a reply: ``--conformance-timeout``, stretched for a slow target."""
+        base = self.options.timeout
+        return min(base * MAX_STRETCH, max(base, self.latency * LATENCY_FACTOR))
+
+    @property
+    def patience(self) -> float:
+        """How long a check waits for positive evidence (a close, an exit) before it is inconclusive."""
+        return self.options.timeout * MAX_STRETCH
+
+    @property
+    def grace(self) -> float:
+        """How long after positive evidence the kit still watches for a late effect (a canary)."""
+        return min(self.timeout, max(0.2, 10 * self.latency))
+
+    def judge_canary(self, canary: Canary, handled: Evidence, what: str, transcripts: Any) -> str:
+        """:meth:`.Canary.judge` with this run's patience and grace; ``transcripts`` is a callable."""
+        return canary.judge(handled, what=what, patience=self.patience, grace=self.grace, transcripts=transcripts)
 
     # -- Hypothesis --------------------------------------------------------------------
     def settings(self, cost: int = 1) -> settings:
@@ -184,14 +217,14 @@ def _accept_from(listener: Listener, process: NodeProcess, transcript: Transcrip
             if status is not None:
                 transcript.note(f"compute node exited with status {status} before connecting")
                 tail = process.output_tail()
-                raise ClauseFailure(
+                raise NeverConnected(
                     f"expected the compute node to connect, got exit status {status} before it connected"
                     + (f"; it said: {tail}" if tail else ""),
                     clause="CN-1",
                     transcripts=[transcript],
                 ) from None
             if left <= 0:
-                raise NoReply(
+                raise NeverConnected(
                     f"expected the compute node to connect, got no connection within {limit:g} s",
                     clause="CN-1",
                     transcripts=[transcript],
@@ -278,6 +311,24 @@ class NodeUnderTest:
         command = self.registration().command
         assert isinstance(command, RegisterCN)
         return command
+
+    def handled(self, wait: float) -> Optional[str]:
+        """Positive evidence that the node handled what was sent: it closed the connection or exited.
+
+        Waits at most ``wait`` seconds; ``None`` when neither happened.
+        """
+        seen = self.conn.reaction(wait, replies=False)
+        if seen is not None:
+            return seen
+        status = self.process.poll()
+        return None if status is None else f"exited with status {status}"
+
+    def transcripts(self) -> List[Transcript]:
+        """The node's transcript, with its last words noted (for evidence)."""
+        tail = self.process.output_tail()
+        if tail:
+            self.transcript.note(f"node output: {tail}")
+        return [self.transcript]
 
     def readable_now(self) -> bool:
         """Whether the node has sent something (or closed) that is not yet read."""

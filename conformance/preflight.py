@@ -1,0 +1,134 @@
+"""The pre-flight check: does the target speak the protocol at all?
+
+Before any test runs, the kit plays the scenario once as a well-behaved peer:
+
+* master mode: it connects to ``--target``, sends a valid RegisterCN and
+  reads the scenario; the master must answer with an ACK;
+* compute-node mode: it starts ``--cn-command``; the node must connect
+  within ``--cn-startup-timeout`` and send a RegisterCN.
+
+When it does not, no test can say anything useful, and the run stops at once
+with one line: an HTTP server given as ``--target`` gets that line, not a
+table of clauses that "passed" because nothing happened.  The outcome is
+either a configuration error (nothing listens; the command cannot start or
+never connects: exit 4) or a target that does not speak the protocol (MST-1
+or CN-1 failed: exit 1).
+
+The runs are kept: they are the ``master_run`` and ``node_run`` that the
+scenario tests judge, and the master's reply latency calibrates the kit's
+waits (:meth:`.session.Kit.calibrate`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from skyllh_cluster.commands import ACK, RegisterCN
+
+from .failures import ClauseFailure, KitError, NeverConnected, NoReply
+from .peer import connect
+from .scenario_checks import NodeRun, ScenarioRun, run_master_scenario, run_node_scenario
+from .session import Kit, command_frame
+from .transcript import RECEIVED, SENT, Transcript
+
+__all__ = ["PreflightStop", "preflight_master", "preflight_node"]
+
+
+@dataclass
+class PreflightStop(Exception):
+    """The pre-flight check stopped the run.
+
+    Attributes:
+        line: The one line that says why.
+        clause: The clause the target broke (MST-1, CN-1), or ``None`` for a
+            configuration error (exit 4).
+        failure: The failure, with its transcript, when the target broke a clause.
+    """
+
+    line: str
+    clause: Optional[str] = None
+    failure: Optional[ClauseFailure] = None
+
+    def __str__(self) -> str:
+        return self.line
+
+
+def preflight_master(kit: Kit) -> ScenarioRun:
+    """Register once with the master under test and read its scenario; return the run.
+
+    Raises:
+        PreflightStop: nothing accepts connections at the target (no clause),
+            or the master does not answer a valid RegisterCN with an ACK (MST-1).
+    """
+    host, port = kit.target
+    where = f"--target {host}:{port}"
+    transcript = Transcript("pre-flight node")
+    try:
+        conn = connect(kit.target, transcript, kit.patience, retry_for=max(kit.options.timeout, 3.0))
+    except NoReply as exc:
+        raise PreflightStop(f"{where}: nothing accepts connections there ({exc.evidence})") from None
+    with conn:
+        run = run_master_scenario(conn, command_frame(RegisterCN(int(time.time()), 3600)))
+    first = run.frames[0] if run.frames else None
+    if first is not None and isinstance(first.command, ACK):
+        kit.calibrate(_reply_latency(transcript))
+        return run
+    if first is not None:
+        got = first.describe()
+    elif run.failure is not None:
+        got = run.failure.evidence.split(", got ", 1)[-1]
+    else:  # pragma: no cover - a run ends with a frame or a failure
+        got = "nothing"
+    said = transcript.bytes_in(RECEIVED)
+    hint = f"; it said {_printable(said)}" if said else ""
+    failure = ClauseFailure(
+        f"expected an ACK to a valid RegisterCN, got {got}{hint}", clause="MST-1", transcripts=[transcript]
+    )
+    raise PreflightStop(
+        f"{where} does not speak the SkyLLH cluster protocol: a valid RegisterCN got {got}{hint}",
+        clause="MST-1",
+        failure=failure,
+    )
+
+
+def preflight_node(kit: Kit) -> NodeRun:
+    """Start one compute node under test and play the scenario with it; return the run.
+
+    Raises:
+        PreflightStop: the command cannot be started, or the node never
+            connects (no clause), or it connects and does not register (CN-1).
+    """
+    try:
+        run = run_node_scenario(kit)
+    except KitError as exc:
+        raise PreflightStop(str(exc)) from None
+    finally:
+        kit.cleanup()
+    if run.registration is not None:
+        return run
+    failure = run.failure
+    assert failure is not None
+    if isinstance(failure, NeverConnected):
+        raise PreflightStop(f"--cn-command: {failure.evidence}")
+    raise PreflightStop(
+        f"--cn-command does not start a SkyLLH cluster compute node: {failure.evidence}",
+        clause="CN-1",
+        failure=failure.about("CN-1"),
+    )
+
+
+def _reply_latency(transcript: Transcript) -> float:
+    """Seconds from the kit's last byte of the RegisterCN to the first byte of the reply."""
+    sent = [e.at for e in transcript.entries if e.direction == SENT]
+    received = [e.at for e in transcript.entries if e.direction == RECEIVED]
+    if not sent or not received:
+        return 0.0
+    return max(0.0, received[0] - sent[-1])
+
+
+def _printable(data: bytes, limit: int = 40) -> str:
+    """The first bytes the target sent, readable and bounded (never the whole of attacker data)."""
+    more = f"... ({len(data)} bytes)" if len(data) > limit else ""
+    return f"{data[:limit]!r}{more}"
