@@ -87,12 +87,15 @@ class Canary:
         patience: float,
         grace: float,
         transcripts: Callable[[], Sequence[Transcript]] = tuple,
+        gone: Optional[Callable[[], bool]] = None,
     ) -> str:
         """Decide whether the target ran the bait, on evidence only.
 
         Waits until the target shows it handled the bait (``handled``) or a
         canary connection comes, for at most ``patience`` seconds; then gives
         stray connections ``grace`` seconds more.  Returns what the target did.
+        ``gone`` says when waiting longer cannot help (the connection was
+        reset without evidence): the check is then inconclusive at once.
 
         Raises:
             ClauseFailure: a canary connection came: the target ran the payload.
@@ -104,6 +107,14 @@ class Canary:
             if self.check(0):
                 raise ClauseFailure(self.evidence(), transcripts=transcripts())
             left = deadline - time.monotonic()
+            if gone is not None and gone():
+                if self.check(grace):
+                    raise ClauseFailure(self.evidence(), transcripts=transcripts())
+                raise Inconclusive(
+                    f"no evidence that the target handled {what}: it reset the connection, which a TCP stack "
+                    "does when the bytes were never read, and no canary connection came",
+                    transcripts=transcripts(),
+                )
             if left <= 0:
                 raise Inconclusive(
                     f"no evidence that the target handled {what}: within {patience:g} s it neither closed the "

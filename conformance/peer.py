@@ -241,12 +241,14 @@ class WireConnection:
         return self.transcript.bytes_in("<-")[before:]
 
     def reaction(self, wait: float, *, replies: bool = True) -> Optional[str]:
-        """Positive evidence that the target handled what the kit sent, waiting at most ``wait`` s.
+        """Positive evidence that the target read what the kit sent, waiting at most ``wait`` s.
 
-        Returns "closed the connection" once the target has closed (or
-        reset), "replied (N bytes)" once it has sent anything (only with
-        ``replies``), else ``None``.  A target can do either only after it
-        read what came before on this connection.
+        Returns "closed the connection" once the target has closed it in
+        order (a FIN: a TCP stack resets instead when a socket is closed
+        with unread data, so an orderly close shows the target read what
+        had arrived), "replied (N bytes)" once it has sent anything (only
+        with ``replies``), else ``None``.  A reset is no evidence: the
+        target may never have read the bytes (see :attr:`was_reset`).
         """
         before = self._received
         deadline = time.monotonic() + wait
@@ -254,10 +256,10 @@ class WireConnection:
             left = deadline - time.monotonic()
             if left <= 0 or not self._pull(left):
                 break
-        if self._closed_by_peer:
-            return "reset the connection" if self._reset else "closed the connection"
         if replies and self._received:
             return f"replied ({self._received} bytes)"
+        if self._closed_by_peer and not self._reset:
+            return "closed the connection"
         return None
 
     def read_frame(self, timeout: Optional[float] = None, *, waiting_for: str = "a frame") -> Optional[Frame]:

@@ -14,7 +14,7 @@ import logging
 import select
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from hypothesis import HealthCheck, Phase, settings
 
@@ -22,7 +22,7 @@ from skyllh_cluster.commands import Command, RegisterCN
 from skyllh_cluster.wire.framing import HEADER_SIZE
 
 from .canary import Canary, Evidence
-from .failures import ClauseFailure, KitError, NeverConnected, NoReply
+from .failures import ClauseFailure, Inconclusive, KitError, NeverConnected, NoReply
 from .launcher import NodeProcess, command_line
 from .peer import Frame, Listener, WireConnection, connect
 from .transcript import Transcript
@@ -108,9 +108,40 @@ class Kit:
         """How long after positive evidence the kit still watches for a late effect (a canary)."""
         return min(self.timeout, max(0.2, 10 * self.latency))
 
-    def judge_canary(self, canary: Canary, handled: Evidence, what: str, transcripts: Any) -> str:
+    def judge_canary(
+        self, canary: Canary, handled: Evidence, what: str, transcripts: Any, gone: Optional[Callable[[], bool]] = None
+    ) -> str:
         """:meth:`.Canary.judge` with this run's patience and grace; ``transcripts`` is a callable."""
-        return canary.judge(handled, what=what, patience=self.patience, grace=self.grace, transcripts=transcripts)
+        return canary.judge(
+            handled, what=what, patience=self.patience, grace=self.grace, transcripts=transcripts, gone=gone
+        )
+
+    def bait_master(self, label: str, bait: Callable[[str, int], bytes], what: str, attempts: int = 3) -> str:
+        """Send a canary pickle as a connection's first frame; pass only on evidence (SEC-1, ENC-5).
+
+        ``bait(host, port)`` builds the payload for a canary at ``host:port``.
+        A connection the master resets without reading (for example when it
+        closes its listening socket with connections still queued) is no
+        evidence either way, so the bait is sent again on a new connection,
+        up to ``attempts`` times, before the check is inconclusive.
+
+        Raises:
+            ClauseFailure: the canary got a connection: the master ran the payload.
+            Inconclusive: the master never showed that it read the bait.
+        """
+        for attempt in range(1, attempts + 1):
+            conn = self.connect(label if attempt == 1 else f"{label} (attempt {attempt})")
+            canary = self.canary_for(conn)
+            conn.send(_framed(bait(canary.host, canary.port)))
+            try:
+                return self.judge_canary(
+                    canary, conn.reaction, what, lambda: [conn.transcript], gone=lambda: conn.was_reset
+                )
+            except Inconclusive:
+                if not conn.was_reset or attempt == attempts:
+                    raise
+                conn.close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- Hypothesis --------------------------------------------------------------------
     def settings(self, cost: int = 1) -> settings:
@@ -317,11 +348,10 @@ class NodeUnderTest:
 
         Waits at most ``wait`` seconds; ``None`` when neither happened.
         """
-        seen = self.conn.reaction(wait, replies=False)
-        if seen is not None:
-            return seen
         status = self.process.poll()
-        return None if status is None else f"exited with status {status}"
+        if status is not None:
+            return f"exited with status {status}"  # it can run nothing any more
+        return self.conn.reaction(wait, replies=False)
 
     def transcripts(self) -> List[Transcript]:
         """The node's transcript, with its last words noted (for evidence)."""
@@ -333,6 +363,10 @@ class NodeUnderTest:
     def readable_now(self) -> bool:
         """Whether the node has sent something (or closed) that is not yet read."""
         return bool(select.select([self.conn.sock], [], [], 0)[0])
+
+
+def _framed(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER_SIZE, "little") + payload
 
 
 def command_frame(command: Command) -> bytes:
