@@ -57,11 +57,13 @@ from .report import (
     SKIPPED,
     Results,
     first_line,
+    clause_line,
     render_table,
     report_dict,
     report_json,
 )
 from .session import Kit, KitOptions, parse_address
+from .untested import NOT_ON_THE_WIRE
 
 __all__ = ["KIT_DIR", "is_kit_item", "register_kit_dir"]
 
@@ -109,6 +111,10 @@ class _KitState:
         #: The one line that stopped the run before the tests (pre-flight), if any.
         self.stopped: Optional[str] = None
         self.interrupted = False
+        self.listing = False
+        #: Test node ID -> its clause; clause -> tests still to run (for progress lines).
+        self.clause_of: dict = {}
+        self.pending: dict = {}
 
 
 # -- options and marker --------------------------------------------------------------
@@ -138,6 +144,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conformance-html", metavar="PATH", help="write the results as one self-contained HTML file to PATH")
     group.addoption("--strict-conformance", action="store_true", help="SHOULD failures fail the run too")
     group.addoption(
+        "--conformance-list",
+        action="store_true",
+        help="print the clauses and tests that would run for the given modes (all without --target/--cn-command), "
+        "without touching a target",
+    )
+    group.addoption(
         "--conformance-clause", metavar="ID[,ID...]", action="append", default=[], help="run only the tests of these clauses"
     )
     group.addoption(
@@ -164,6 +176,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG["config"] = config
     config.addinivalue_line("markers", "clause(id): the protocol clause (e.g. MST-2) a conformance kit test checks")
     config.stash[_STATE] = _KitState()
 
@@ -235,11 +248,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     state = _state(config)
     options = _options(config)
-    if options.target is None and options.cn_command is None:
+    listing = bool(config.getoption("conformance_list"))
+    if options.target is None and options.cn_command is None and not listing:
         raise pytest.UsageError(USAGE)
     state.active = True
     state.options = options
     state.modes = {mode for mode, chosen in (("master", options.target), ("cn", options.cn_command)) if chosen}
+    if listing and not state.modes:
+        state.modes = set(_MODE_PREFIXES)
     wanted = _selected_clauses(config)
 
     keep: List[pytest.Item] = []
@@ -264,7 +280,36 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    for item in items:
+        if is_kit_item(item):
+            clause = _item_clause(item)
+            state.clause_of[item.nodeid] = clause
+            state.pending[clause] = state.pending.get(clause, 0) + 1
+    if listing:
+        _print_list(state, items)
+        state.listing = True
+        items[:] = []
+        return
     state.kit = Kit(options)
+
+
+def _print_list(state: _KitState, items: List[pytest.Item]) -> None:
+    """``--conformance-list``: every clause with the tests that would check it, in table order."""
+    tests: dict = {}
+    for item in items:
+        if item.nodeid in state.clause_of:
+            tests.setdefault(state.clause_of[item.nodeid], []).append(item.nodeid)
+    modes = " and ".join(sorted(state.modes))
+    lines = [f"clauses and tests for {modes} mode ({sum(map(len, tests.values()))} tests):"]
+    for cid, clause in CLAUSES.items():
+        if cid in tests:
+            lines.append(f"{cid:<7} {clause.level.value:<6} {clause.title}")
+            lines += [f"        {nodeid}" for nodeid in tests[cid]]
+        else:
+            why = NOT_ON_THE_WIRE.get(cid) or "not tested in this mode"
+            lines.append(f"{cid:<7} {clause.level.value:<6} {clause.title}  ({why.split(';')[0]})")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -406,6 +451,50 @@ def _record_failure(state: _KitState, clause: str, nodeid: str, exc: BaseExcepti
     return None
 
 
+# -- progress --------------------------------------------------------------------------
+def _progress_on(config: pytest.Config) -> bool:
+    return config.get_verbosity() >= 0
+
+
+def pytest_report_teststatus(report: Any, config: pytest.Config) -> Optional[tuple]:
+    """No dots for the kit's tests: the kit prints one line per clause instead (quiet with -q)."""
+    state = _state(config)
+    if not state.active or report.nodeid not in state.clause_of or not _progress_on(config) or config.get_verbosity() > 0:
+        return None
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        word = "inconclusive" if report.skipped and "inconclusive" in str(report.longrepr) else report.outcome
+        return report.outcome, "", word
+    return None
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    """Print a clause's line as soon as its last test has finished (h2spec style)."""
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    state = _state(config)
+    clause = state.clause_of.get(nodeid)
+    if clause is None or not _progress_on(config):
+        return
+    state.pending[clause] -= 1
+    if state.pending[clause] > 0:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    row = next(r for r in state.results.rows(state.modes) if r.id == clause)
+    colour = {PASSED: {"green": True}, FAILED: {"red": True}, INCONCLUSIVE: {"yellow": True}}.get(row.outcome, {})
+    reporter.ensure_newline()
+    reporter.write_line(clause_line(row, ascii_only=not _utf8(reporter)), **colour)
+    if row.outcome in (FAILED, INCONCLUSIVE):
+        reporter.write_line(f"{'':>14}-> {row.detail[:300]}")
+        reporter.write_line(f"{'':>14}   read the clause: {_where([row])[row.id]}")
+
+
+#: The running config, for hooks that pytest calls without one.
+_CONFIG: dict = {}
+
+
 # -- the verdict ---------------------------------------------------------------------
 def _exit_status(session: pytest.Session, state: _KitState, exitstatus: int) -> int:
     """The kit's exit status for this run (see :data:`.report.EXIT_STATUSES`)."""
@@ -446,6 +535,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if not state.active or state.options is None:
         return
+    if state.listing:
+        session.exitstatus = 0
+        return
     if state.kit is not None:
         state.kit.close()  # kills every node process still running, by pid
     status = _exit_status(session, state, int(exitstatus))
@@ -470,7 +562,7 @@ def pytest_keyboard_interrupt(excinfo: Any) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    if not state.active or state.options is None or state.stopped is not None:
+    if not state.active or state.options is None or state.stopped is not None or state.listing:
         return
     if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR):
         return
