@@ -108,6 +108,14 @@ class Kit:
         """How long after positive evidence the kit still watches for a late effect (a canary)."""
         return min(self.timeout, max(0.2, 10 * self.latency))
 
+    def budget_hint(self) -> str:
+        """What to change when a registration bound (MST-7, FRM-6) is over the kit's budget."""
+        return (
+            f"; the kit allows --registration-budget {self.options.registration_budget:g} s: if the master's bound "
+            "is longer by design, give the kit a larger --registration-budget, or lower the master's bound "
+            "(the reference: skyllh-cluster master --registration-timeout S)"
+        )
+
     def judge_canary(
         self, canary: Canary, handled: Evidence, what: str, transcripts: Any, gone: Optional[Callable[[], bool]] = None
     ) -> str:

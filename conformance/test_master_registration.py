@@ -201,7 +201,10 @@ def test_silent_connection_is_closed_in_time(kit: Kit) -> None:
     """A connection that sends nothing is closed within the registration budget (--registration-budget)."""
     budget = kit.options.registration_budget
     with kit.connect("silent connection") as conn:
-        _expect_refusal(conn, "no bytes at all", budget)
+        try:
+            _expect_refusal(conn, "no bytes at all", budget)
+        except NoReply as failure:
+            raise NoReply(failure.evidence + kit.budget_hint(), transcripts=failure.transcripts) from None
 
 
 @pytest.mark.clause("FRM-6")
@@ -210,7 +213,10 @@ def test_half_frame_is_not_waited_for_forever(kit: Kit) -> None:
     budget = kit.options.registration_budget
     with kit.connect("half a RegisterCN, then silence") as conn:
         conn.send(REGISTRATION[: len(REGISTRATION) // 2])
-        _expect_refusal(conn, "half a RegisterCN and then silence", budget)
+        try:
+            _expect_refusal(conn, "half a RegisterCN and then silence", budget)
+        except NoReply as failure:
+            raise NoReply(failure.evidence + kit.budget_hint(), transcripts=failure.transcripts) from None
 
 
 @pytest.mark.clause("MST-9")
