@@ -124,5 +124,5 @@ class Canary:
                 )
             seen = handled(min(0.05, left))
         if self.check(grace):
-            raise ClauseFailure(f"{self.evidence()} (the target {seen} first)", transcripts=transcripts())
+            raise ClauseFailure(f"{self.evidence()} (seen after the target {seen})", transcripts=transcripts())
         return seen

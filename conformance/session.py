@@ -140,7 +140,17 @@ class Kit:
         for attempt in range(1, attempts + 1):
             conn = self.connect(label if attempt == 1 else f"{label} (attempt {attempt})")
             canary = self.canary_for(conn)
-            conn.send(_framed(bait(canary.host, canary.port)))
+            try:
+                conn.send(_framed(bait(canary.host, canary.port)))
+            except ClauseFailure as refused:
+                # Reset before the master took the bytes: it never saw the bait.
+                if attempt == attempts:
+                    raise Inconclusive(
+                        f"no evidence that the master handled {what}: {refused.evidence}, {attempts} times",
+                        transcripts=[conn.transcript],
+                    ) from None
+                conn.close()
+                continue
             try:
                 return self.judge_canary(
                     canary, conn.reaction, what, lambda: [conn.transcript], gone=lambda: conn.was_reset
