@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_PYTEST_FLAGS = {"strict_conformance": "--strict-conformance"}
+#: The plugin's options that are not offered here (used between the kit's own processes).
+_PLUGIN_ONLY = {"--conformance-no-table", "--conformance-list"}
 
 
 def _unknown_close_to_ours(parser: argparse.ArgumentParser, extra: List[str]) -> Optional[str]:
@@ -74,6 +75,8 @@ def _unknown_close_to_ours(parser: argparse.ArgumentParser, extra: List[str]) ->
         if not word.startswith("--"):
             continue
         name = word.split("=", 1)[0]
+        if name in _PLUGIN_ONLY:
+            continue
         close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
         if close:
             return f"unrecognized option {name}; did you mean {close[0]}?"
@@ -122,7 +125,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         forwarded += ["--conformance-list", "-q"]
     if args.quiet and not args.list:
         forwarded.append("-q")
+    if args.target and args.cn_command and not args.list and not _needs_one_session(extra):
+        return _both_roles(args, forwarded, extra)
     return int(pytest.main([*base, *forwarded, *extra]))
+
+
+#: pytest options that write one file per session: two sessions side by side would overwrite each other.
+_ONE_SESSION = ("--junitxml", "--junit-xml", "--resultlog", "--collect-only", "--co", "--pdb")
+
+
+def _needs_one_session(extra: List[str]) -> bool:
+    return any(word.split("=", 1)[0] in _ONE_SESSION for word in extra)
+
+
+def _both_roles(args: argparse.Namespace, forwarded: List[str], extra: List[str]) -> int:
+    """Both roles side by side, in two kit sessions whose results are merged (see :mod:`.both_roles`)."""
+    from .both_roles import run_both_roles
+
+    own = ("--target", "--cn-command", "--conformance-report", "--conformance-html")
+    common = [w for w in forwarded if w.split("=", 1)[0] not in own] + extra
+    return run_both_roles(
+        [f"--target={args.target}"],
+        [f"--cn-command={args.cn_command}"],
+        common,
+        report_path=args.conformance_report,
+        html_path=args.conformance_html,
+        strict=bool(args.strict_conformance),
+        target_text=f"{args.target} + {args.cn_command}",
+    )
 
 
 def _explain(clause_id: str) -> int:

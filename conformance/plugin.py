@@ -142,6 +142,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--conformance-report", metavar="PATH", help="write the results as JSON (schema 2) to PATH")
     group.addoption("--conformance-html", metavar="PATH", help="write the results as one self-contained HTML file to PATH")
+    group.addoption(
+        "--conformance-no-table",
+        action="store_true",
+        help="print no clause table at the end (used when python -m skyllh_cluster.conformance merges two roles)",
+    )
     group.addoption("--strict-conformance", action="store_true", help="SHOULD failures fail the run too")
     group.addoption(
         "--conformance-list",
@@ -565,6 +570,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not state.active or state.options is None or state.stopped is not None or state.listing:
         return
     if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR):
+        return
+    if config.getoption("conformance_no_table"):
+        for error in state.results.kit_errors:
+            terminalreporter.write_line(f"KIT ERROR (not a verdict on the target): {error}", red=True)
         return
     interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
     rows = state.results.rows(state.modes)
