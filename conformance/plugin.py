@@ -546,6 +546,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.kit is not None:
         state.kit.close()  # kills every node process still running, by pid
     status = _exit_status(session, state, int(exitstatus))
+    state.results.interrupted = status == EXIT_INTERRUPTED
     if status == EXIT_USAGE:
         session.exitstatus = status
         return

@@ -152,6 +152,8 @@ class Results:
     not_selected: Set[str] = field(default_factory=set)
     #: Set when the pre-flight check stopped the run: the reason every other clause is untested.
     stopped: Optional[str] = None
+    #: Set when the run was interrupted: clauses not reached are "not tested: interrupted".
+    interrupted: bool = False
 
     def record(
         self, clause: str, nodeid: str, outcome: str, detail: str, transcripts: Iterable[Transcript] = ()
@@ -201,6 +203,8 @@ class Results:
             return SKIPPED, NOT_ON_THE_WIRE[cid]
         if self.stopped is not None and cid in self.tests_by_mode:
             return SKIPPED, f"not tested: {self.stopped}"
+        if self.interrupted and self.tests_by_mode.get(cid, set()) & modes and cid not in self.not_selected:
+            return SKIPPED, "not tested: the run was interrupted before its tests"
         if cid in self.not_selected:
             return SKIPPED, "not tested: not selected by --conformance-clause"
         have = self.tests_by_mode.get(cid, set())

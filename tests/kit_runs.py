@@ -24,7 +24,7 @@ FAULTY_MASTER = HERE / "kit_targets" / "faulty_master.py"
 FAULTY_CN = HERE / "kit_targets" / "faulty_cn.py"
 
 #: A kit run may take this long before the self-test gives up on it.
-RUN_TIMEOUT = 240
+RUN_TIMEOUT = 480
 
 
 @dataclass
