@@ -21,7 +21,7 @@ from skyllh_cluster.conformance.drivers.reference_master import reference_master
 
 OUT = Path(__file__).resolve().parent.parent / "build" / "demo"
 # Only the progress lines and the table: pytest's own header is not the point here.
-QUIET = ["--no-header", "-p", "no:warnings"]
+QUIET = ["--no-header", "-p", "no:warnings", "--tb=no", "-rN"]
 
 
 def _kit(target: str, node: str, html: Path, *extra: str) -> int:
