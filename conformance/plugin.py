@@ -296,6 +296,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         items[:] = []
         return
     state.kit = Kit(options)
+    state.kit.selected = set(state.pending)
 
 
 def _print_list(state: _KitState, items: List[pytest.Item]) -> None:
@@ -510,8 +511,8 @@ def _exit_status(session: pytest.Session, state: _KitState, exitstatus: int) -> 
         return EXIT_INTERRUPTED
     if state.results.kit_errors or (session.testsfailed and int(exitstatus) == KIT_BROKEN):
         return KIT_BROKEN
-    if int(exitstatus) == int(pytest.ExitCode.NO_TESTS_COLLECTED) and state.stopped is None:
-        return EXIT_USAGE
+    # No test selected in this mode (e.g. --conformance-clause names only the other
+    # role's clauses): every clause is reported as not tested, which is no failure.
     verdict = state.results.exit_status(state.modes, state.options.strict)
     if state.other_failures:
         verdict = max(verdict, int(pytest.ExitCode.TESTS_FAILED))

@@ -81,6 +81,9 @@ class Kit:
         self._opened: List[Any] = []
         #: The target's reply latency measured by the pre-flight (seconds).
         self.latency = 0.0
+        #: Clauses whose tests run in this session (set by the plugin; empty: all).
+        self.selected: "set[str]" = set()
+        self._stall_verdicts: "dict[str, Optional[ClauseFailure]]" = {}
 
     def calibrate(self, latency: float) -> None:
         """Adapt the waits to the target's measured reply latency (from the pre-flight).
@@ -216,6 +219,83 @@ class Kit:
         transcript = Transcript(label)
         return self.track(connect(self.target, transcript, self.timeout, retry_for=patience))
 
+    # -- MST-7 and FRM-6: one window for both registration bounds ---------------------
+    def judge_stall(self, which: str, half_frame: bytes) -> None:
+        """Check that the master ends a stalled connection within ``--registration-budget``.
+
+        ``which`` is ``"silent"`` (MST-7: a connection that sends nothing) or
+        ``"half-frame"`` (FRM-6: one that sends ``half_frame`` and stops).
+        The first of the two checks to run opens both connections, the
+        silent one first, judges both (so that both bounds run out in one
+        window), closes both, and keeps the other's verdict for its own test.
+        Each deadline runs from the connection's start -- for the half
+        frame, the later of its connect and the end of the silent one, so
+        that a master serving one connection at a time is not blamed for the
+        other's wait.
+
+        A master passes only by closing the connection having sent nothing.
+        A half-frame connection reset before the master showed it read
+        anything (a listener closed with connections queued resets them) is
+        no evidence: it is replaced once by a fresh one with a fresh deadline.
+        """
+        if which not in self._stall_verdicts:
+            self._stall_verdicts.update(self._judge_stalls(which, half_frame))
+        verdict = self._stall_verdicts[which]
+        if verdict is not None:
+            raise verdict
+
+    def _judge_stalls(self, which: str, half_frame: bytes) -> "dict[str, Optional[ClauseFailure]]":
+        both = not self.selected or {"MST-7", "FRM-6"} <= self.selected
+        wanted = ["silent", "half-frame"] if both else [which]
+        opened: "dict[str, Tuple[WireConnection, float]]" = {}
+        for kind in wanted:
+            label = "silent connection" if kind == "silent" else "half a RegisterCN, then silence"
+            opened[kind] = (self._stall_connection(label, b"" if kind == "silent" else half_frame), time.monotonic())
+        verdicts: "dict[str, Optional[ClauseFailure]]" = {}
+        try:
+            for kind in wanted:
+                conn, start = opened[kind]
+                if kind == "half-frame" and "silent" in opened:
+                    start = max(start, _ended_at(opened["silent"][0]))
+                verdicts[kind] = self._judge_one_stall(kind, conn, start, half_frame)
+                opened[kind][0].close()
+        finally:
+            for conn, _ in opened.values():
+                conn.close()
+        return verdicts
+
+    def _judge_one_stall(self, kind: str, conn: WireConnection, start: float, half_frame: bytes) -> Optional[ClauseFailure]:
+        what = "no bytes at all" if kind == "silent" else "half a RegisterCN and then silence"
+        budget = self.options.registration_budget
+        deadline = start + budget
+        fresh = False
+        while True:
+            try:
+                frames = conn.wait_closed(max(0.0, deadline - time.monotonic()))
+            except NoReply:
+                return conn.fail(
+                    f"expected the master to close the connection after {what}, got it open after {budget:g} s"
+                    + self.budget_hint(),
+                    kind=NoReply,
+                )
+            if frames or conn.transcript.bytes_in("<-"):
+                got = frames[0].describe() if frames else f"{len(conn.transcript.bytes_in('<-'))} bytes"
+                return conn.fail(f"expected no reply to {what}, got {got}")
+            if kind == "half-frame" and conn.was_reset and not fresh:
+                conn.close()
+                conn = self._stall_connection("half a RegisterCN, then silence (again, after a reset)", half_frame)
+                self.track(conn)
+                deadline = time.monotonic() + budget
+                fresh = True
+                continue
+            return None
+
+    def _stall_connection(self, label: str, data: bytes) -> WireConnection:
+        conn = connect(self.target, Transcript(label), self.timeout)
+        if data:
+            conn.send(data)
+        return conn
+
     def canary_for(self, conn: WireConnection) -> Canary:
         """A canary listener on the address from which the target sees ``conn``."""
         host = conn.sock.getsockname()[0]
@@ -278,6 +358,13 @@ def _accept_from(listener: Listener, process: NodeProcess, transcript: Transcrip
                     clause="CN-1",
                     transcripts=[transcript],
                 ) from None
+
+
+def _ended_at(conn: WireConnection) -> float:
+    """When a connection ended (the target's close, or the kit's), as a ``time.monotonic()`` value."""
+    transcript = conn.transcript
+    ends = [e.at for e in transcript.entries if e.direction == "--" and ("closed" in e.text or "reset" in e.text)]
+    return transcript.started + (ends[0] if ends else transcript.elapsed())
 
 
 class NodeUnderTest:
