@@ -133,11 +133,18 @@ def _speaks_the_protocol(received: bytes) -> bool:
     """Whether what the target sent is recognisably an attempt at the protocol's commands.
 
     A frame of a broken implementation (a big-endian prefix, a payload the
-    grammar refuses) still names the commands' package or starts a pickle
-    right after a two-byte prefix; an HTTP server's answer does neither.
+    grammar refuses) still starts a pickle right after a two-byte prefix; an
+    HTTP server's answer does not (even when its error page echoes the
+    RegisterCN it got, package name and all).
     """
     head = received[:4096]
-    return _PACKAGE in head or (len(head) > 2 and head[2] == _PROTO)
+    while head[:2] == b"\x00\x00":  # empty frames (FRM-3's business) say nothing either way
+        head = head[2:]
+    payload = head[2:66]  # the first frame's payload starts after its two-byte prefix
+    if payload[:1] == bytes([_PROTO]):
+        return True
+    # a protocol 0 or 1 pickle: GLOBAL (or MARK, GLOBAL) naming the package at once
+    return payload[:1] in (b"c", b"(") and _PACKAGE in payload[:20]
 
 
 def _reply_latency(transcript: Transcript) -> float:
