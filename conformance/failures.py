@@ -7,6 +7,10 @@ not the test's own clause, and the transcripts of the connections involved.
 :class:`NoReply` is the same for a timeout, so that the report can tell "no
 reply within 2 s" from a wrong reply.
 
+:class:`Inconclusive` is neither: the check saw no positive evidence either
+way (the target did not demonstrably handle what was sent), and the clause
+is reported *inconclusive*.
+
 Any other exception raised by a kit test is a bug in the kit, and the plugin
 ends the run with a status other than 0 or 1.
 """
@@ -17,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 
 from .transcript import Transcript
 
-__all__ = ["ClauseFailure", "NoReply", "Inconclusive", "KitError", "TargetUnreachable"]
+__all__ = ["ClauseFailure", "NoReply", "NeverConnected", "Inconclusive", "KitError", "TargetUnreachable"]
 
 
 class ClauseFailure(AssertionError):
@@ -65,6 +69,14 @@ class NoReply(ClauseFailure):
     """The target did not do something within the conformance timeout."""
 
 
+class NeverConnected(ClauseFailure):
+    """A compute node started by the kit exited, or stayed silent, without connecting (CN-1).
+
+    In a test it is a failure of CN-1; in the pre-flight it means the
+    ``--cn-command`` does not start a node at all, a configuration error.
+    """
+
+
 class Inconclusive(Exception):
     """The kit could not decide the clause: it has no positive evidence either way.
 
@@ -77,12 +89,18 @@ class Inconclusive(Exception):
         reason: One line saying what evidence was missing, and, where it
             helps, which option would give the kit more room.
         clause: The clause left undecided, when it is not the test's own.
+        transcripts: The connections whose bytes show what the kit saw.
     """
 
-    def __init__(self, reason: str, *, clause: Optional[str] = None) -> None:
+    def __init__(self, reason: str, *, clause: Optional[str] = None, transcripts: Iterable[Transcript] = ()) -> None:
         self.reason = " ".join(reason.split())
         self.clause = clause
+        self.transcripts: Sequence[Transcript] = tuple(transcripts)
         super().__init__(self.reason)
+
+    def __str__(self) -> str:
+        head = self.reason if self.clause is None else f"[{self.clause}] {self.reason}"
+        return "\n".join([head] + [t.render() for t in self.transcripts])
 
 
 class KitError(RuntimeError):

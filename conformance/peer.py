@@ -240,6 +240,28 @@ class WireConnection:
             return b""
         return self.transcript.bytes_in("<-")[before:]
 
+    def reaction(self, wait: float, *, replies: bool = True) -> Optional[str]:
+        """Positive evidence that the target read what the kit sent, waiting at most ``wait`` s.
+
+        Returns "closed the connection" once the target has closed it in
+        order (a FIN: a TCP stack resets instead when a socket is closed
+        with unread data, so an orderly close shows the target read what
+        had arrived), "replied (N bytes)" once it has sent anything (only
+        with ``replies``), else ``None``.  A reset is no evidence: the
+        target may never have read the bytes (see :attr:`was_reset`).
+        """
+        before = self._received
+        deadline = time.monotonic() + wait
+        while not self._closed_by_peer and self._received == before:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._pull(left):
+                break
+        if replies and self._received:
+            return f"replied ({self._received} bytes)"
+        if self._closed_by_peer and not self._reset:
+            return "closed the connection"
+        return None
+
     def read_frame(self, timeout: Optional[float] = None, *, waiting_for: str = "a frame") -> Optional[Frame]:
         """Return the next whole frame, or ``None`` if the target closed between frames.
 

@@ -14,15 +14,28 @@ When they are collected, it
 * records each test's outcome against its clause (``@pytest.mark.clause("MST-2")``)
   and tells a failure of the target (an ``AssertionError``, usually a
   :class:`~.failures.ClauseFailure`) from a failure of the kit (anything else);
-* prints the clause table, writes ``--conformance-report``, and adds
-  ``clause`` and ``level`` properties for ``--junitxml``;
-* sets the exit status: 0 the target conforms, 1 a MUST clause failed (or a
-  SHOULD clause with ``--strict-conformance``), 3 the kit itself failed,
-  4 a usage error.
+* runs the pre-flight check (:mod:`.preflight`) before the first test: a
+  target that does not speak the protocol stops the run with one line;
+* records each test's outcome against its clause (``@pytest.mark.clause("MST-2")``)
+  and tells a failure of the target (an ``AssertionError``, usually a
+  :class:`~.failures.ClauseFailure`) from a check without evidence
+  (:class:`~.failures.Inconclusive`) and from a failure of the kit (anything else);
+* prints the clause table, writes ``--conformance-report`` (schema 2) and
+  ``--conformance-html``, and adds ``clause`` and ``level`` properties for
+  ``--junitxml``;
+* sets the exit status (:data:`.report.EXIT_STATUSES`): 0 the target
+  conforms, 1 it does not, 2 interrupted, 3 the kit itself failed, 4 usage or
+  configuration error, 5 inconclusive.
+
+The kit's tests are recognised by their directory: the kit's ``conftest.py``
+announces the directory it sits in (:func:`register_kit_dir`), so a clone's
+``conformance/`` is recognised whether the package is installed from it
+(editable or not) or not installed at all.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, List, Optional, Set
@@ -31,13 +44,39 @@ import pytest
 
 from skyllh_cluster.clauses import CLAUSES
 
-from .failures import ClauseFailure, KitError
-from .report import BLOCKED, ERROR, FAILED, PASSED, SKIPPED, Results, first_line, render_table, report_json
+from .failures import ClauseFailure, Inconclusive, KitError
+from .report import (
+    BLOCKED,
+    ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_KIT_ERROR,
+    EXIT_USAGE,
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    SKIPPED,
+    Results,
+    first_line,
+    clause_line,
+    render_table,
+    report_dict,
+    report_json,
+)
 from .session import Kit, KitOptions, parse_address
+from .untested import NOT_ON_THE_WIRE
 
-__all__ = ["KIT_DIR", "is_kit_item"]
+__all__ = ["KIT_DIR", "is_kit_item", "register_kit_dir"]
 
 KIT_DIR = Path(__file__).resolve().parent
+
+#: Directories that hold the kit's tests: the installed package's, and any
+#: copy whose conftest.py announced itself (a clone's ``conformance/``).
+_KIT_DIRS: Set[Path] = {KIT_DIR}
+
+
+def register_kit_dir(path: "Path | str") -> None:
+    """Recognise the test modules in ``path`` as the kit's (called by the kit's conftest.py)."""
+    _KIT_DIRS.add(Path(path).resolve())
 
 #: The test modules of each mode, by file-name prefix.
 _MODE_PREFIXES = {"master": "test_master_", "cn": "test_cn_"}
@@ -45,7 +84,7 @@ _MODE_PREFIXES = {"master": "test_master_", "cn": "test_cn_"}
 _STATE = pytest.StashKey["_KitState"]()
 
 #: Exit status for "the kit itself broke" (pytest's own INTERNAL_ERROR).
-KIT_BROKEN = int(pytest.ExitCode.INTERNAL_ERROR)
+KIT_BROKEN = EXIT_KIT_ERROR
 
 USAGE = (
     "the SkyLLH cluster conformance kit needs a target: "
@@ -66,6 +105,16 @@ class _KitState:
         self.modes: Set[str] = set()
         self.other_failures = 0
         self.started = time.monotonic()
+        self.started_wall = time.time()
+        self.master_run: Any = None
+        self.node_run: Any = None
+        #: The one line that stopped the run before the tests (pre-flight), if any.
+        self.stopped: Optional[str] = None
+        self.interrupted = False
+        self.listing = False
+        #: Test node ID -> its clause; clause -> tests still to run (for progress lines).
+        self.clause_of: dict = {}
+        self.pending: dict = {}
 
 
 # -- options and marker --------------------------------------------------------------
@@ -91,8 +140,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=10,
         help="Hypothesis examples per generated test; tests that start a process per example use N/5 (default: 10)",
     )
-    group.addoption("--conformance-report", metavar="PATH", help="write the clause table as JSON to PATH")
+    group.addoption("--conformance-report", metavar="PATH", help="write the results as JSON (schema 2) to PATH")
+    group.addoption("--conformance-html", metavar="PATH", help="write the results as one self-contained HTML file to PATH")
+    group.addoption(
+        "--conformance-no-table",
+        action="store_true",
+        help="print no clause table at the end (used when python -m skyllh_cluster.conformance merges two roles)",
+    )
     group.addoption("--strict-conformance", action="store_true", help="SHOULD failures fail the run too")
+    group.addoption(
+        "--conformance-list",
+        action="store_true",
+        help="print the clauses and tests that would run for the given modes (all without --target/--cn-command), "
+        "without touching a target",
+    )
     group.addoption(
         "--conformance-clause", metavar="ID[,ID...]", action="append", default=[], help="run only the tests of these clauses"
     )
@@ -120,6 +181,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _CONFIG["config"] = config
     config.addinivalue_line("markers", "clause(id): the protocol clause (e.g. MST-2) a conformance kit test checks")
     config.stash[_STATE] = _KitState()
 
@@ -157,7 +219,7 @@ def _positive(value: float, option: str) -> float:
 def is_kit_item(item: pytest.Item) -> bool:
     """Whether ``item`` is one of the kit's own tests (by file, whatever the import name)."""
     path = Path(str(getattr(item, "path", ""))).resolve()
-    return path.parent == KIT_DIR and _mode_of(path.name) is not None
+    return path.parent in _KIT_DIRS and _mode_of(path.name) is not None
 
 
 def _mode_of(filename: str) -> Optional[str]:
@@ -191,11 +253,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     state = _state(config)
     options = _options(config)
-    if options.target is None and options.cn_command is None:
+    listing = bool(config.getoption("conformance_list"))
+    if options.target is None and options.cn_command is None and not listing:
         raise pytest.UsageError(USAGE)
     state.active = True
     state.options = options
     state.modes = {mode for mode, chosen in (("master", options.target), ("cn", options.cn_command)) if chosen}
+    if listing and not state.modes:
+        state.modes = set(_MODE_PREFIXES)
     wanted = _selected_clauses(config)
 
     keep: List[pytest.Item] = []
@@ -220,24 +285,64 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    for item in items:
+        if is_kit_item(item):
+            clause = _item_clause(item)
+            state.clause_of[item.nodeid] = clause
+            state.pending[clause] = state.pending.get(clause, 0) + 1
+    if listing:
+        _print_list(state, items)
+        state.listing = True
+        items[:] = []
+        return
     state.kit = Kit(options)
-    if options.target is not None and "master" in state.modes and not config.option.collectonly:
-        _probe_target(options)
+    state.kit.selected = set(state.pending)
 
 
-def _probe_target(options: KitOptions) -> None:
-    """Fail fast, as a usage error, when nothing listens at --target."""
-    from .failures import NoReply
-    from .peer import connect
-    from .transcript import Transcript
+def _print_list(state: _KitState, items: List[pytest.Item]) -> None:
+    """``--conformance-list``: every clause with the tests that would check it, in table order."""
+    tests: dict = {}
+    for item in items:
+        if item.nodeid in state.clause_of:
+            tests.setdefault(state.clause_of[item.nodeid], []).append(item.nodeid)
+    modes = " and ".join(sorted(state.modes))
+    lines = [f"clauses and tests for {modes} mode ({sum(map(len, tests.values()))} tests):"]
+    for cid, clause in CLAUSES.items():
+        if cid in tests:
+            lines.append(f"{cid:<7} {clause.level.value:<6} {clause.title}")
+            lines += [f"        {nodeid}" for nodeid in tests[cid]]
+        else:
+            why = NOT_ON_THE_WIRE.get(cid) or "not tested in this mode"
+            lines.append(f"{cid:<7} {clause.level.value:<6} {clause.title}  ({why.split(';')[0]})")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
 
-    assert options.target is not None
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> Optional[bool]:
+    """Run the pre-flight check before the first test; stop the run at once if it fails."""
+    state = _state(session.config)
+    if not state.active or state.kit is None or session.config.option.collectonly or not session.items:
+        return None
+    from .preflight import PreflightStop, preflight_master, preflight_node
+
     try:
-        conn = connect(options.target, Transcript("probe"), options.timeout, retry_for=max(options.timeout, 3.0))
-    except NoReply as exc:
-        host, port = options.target
-        raise pytest.UsageError(f"--target {host}:{port}: nothing accepts connections there ({exc.evidence})") from None
-    conn.close()
+        if "master" in state.modes:
+            state.master_run = preflight_master(state.kit)
+        if "cn" in state.modes:
+            state.node_run = preflight_node(state.kit)
+    except PreflightStop as stop:
+        if stop.clause is None:
+            raise pytest.UsageError(stop.line) from None
+        state.stopped = stop.line
+        state.results.stopped = "the pre-flight check failed: " + stop.line
+        failure = stop.failure
+        state.results.record(stop.clause, "pre-flight", FAILED, failure.evidence if failure else stop.line,
+                             failure.transcripts if failure else ())
+        sys.stderr.write(stop.line + "\n")
+        sys.stderr.flush()
+        return True  # no test runs
+    return None
 
 
 # -- fixtures -----------------------------------------------------------------------
@@ -262,6 +367,8 @@ def master_run(request: pytest.FixtureRequest) -> Any:
 
     state = _state(request.config)
     assert state.kit is not None
+    if state.master_run is not None:
+        return state.master_run  # the pre-flight played it
     conn = state.kit.connect("scenario")
     try:
         return run_master_scenario(conn, command_frame(RegisterCN(int(time.time()), 3600)))
@@ -276,6 +383,8 @@ def node_run(request: pytest.FixtureRequest) -> Any:
 
     state = _state(request.config)
     assert state.kit is not None
+    if state.node_run is not None:
+        return state.node_run  # the pre-flight played it
     return run_node_scenario(state.kit)
 
 
@@ -310,61 +419,184 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         state.results.record(clause, nodeid, SKIPPED, str(reason).replace("Skipped: ", ""))
     elif report.failed and call.excinfo is not None:
-        _record_failure(state, clause, nodeid, call.excinfo.value, report.when)
+        undecided = _record_failure(state, clause, nodeid, call.excinfo.value, report.when)
+        if undecided is not None:
+            # Neither a pass nor a failure: pytest shows it as a skip with the reason.
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), (item.location[1] or 0) + 1, f"inconclusive: {undecided}")
 
 
-def _record_failure(state: _KitState, clause: str, nodeid: str, exc: BaseException, when: str) -> None:
+def _record_failure(state: _KitState, clause: str, nodeid: str, exc: BaseException, when: str) -> Optional[str]:
+    """Record what a raised exception says; return the reason if the test was only inconclusive."""
     leaves = _leaves(exc)
-    if not all(isinstance(leaf, AssertionError) for leaf in leaves):
-        broken = next(leaf for leaf in leaves if not isinstance(leaf, AssertionError))
-        text = f"{type(broken).__name__}: {first_line(str(broken))} ({nodeid}, {when})"
+    broken = [leaf for leaf in leaves if not isinstance(leaf, (AssertionError, Inconclusive))]
+    if broken:
+        text = f"{type(broken[0]).__name__}: {first_line(str(broken[0]))} ({nodeid}, {when})"
         state.results.kit_errors.append(text)
         state.results.record(clause, nodeid, ERROR, text)
-        return
+        return None
+    failures = [leaf for leaf in leaves if isinstance(leaf, AssertionError)]
+    if not failures:
+        reasons = [leaf for leaf in leaves if isinstance(leaf, Inconclusive)]
+        for leaf in reasons:
+            state.results.record(leaf.clause or clause, nodeid, INCONCLUSIVE, leaf.reason, leaf.transcripts)
+        return reasons[0].reason
     flaky = " (the failure did not reproduce every time)" if "Flaky" in type(exc).__name__ else ""
     own_failed = False
-    for leaf in leaves:
+    for leaf in failures:
         evidence = leaf.evidence if isinstance(leaf, ClauseFailure) else first_line(str(leaf)) or type(leaf).__name__
+        transcripts = leaf.transcripts if isinstance(leaf, ClauseFailure) else ()
         other = leaf.clause if isinstance(leaf, ClauseFailure) else None
         if other is None or other == clause:
             if not own_failed:
-                state.results.record(clause, nodeid, FAILED, evidence + flaky)
+                state.results.record(clause, nodeid, FAILED, evidence + flaky, transcripts)
                 own_failed = True
         else:
-            state.results.record(other, nodeid, FAILED, f"{evidence}{flaky} (seen by {nodeid.rsplit('::', 1)[-1]})")
+            state.results.record(other, nodeid, FAILED, f"{evidence}{flaky} (seen by {nodeid.rsplit('::', 1)[-1]})", transcripts)
             state.results.record(clause, nodeid, BLOCKED, f"blocked because {other} failed: {evidence}")
+    return None
+
+
+# -- progress --------------------------------------------------------------------------
+def _progress_on(config: pytest.Config) -> bool:
+    return config.get_verbosity() >= 0
+
+
+def pytest_report_teststatus(report: Any, config: pytest.Config) -> Optional[tuple]:
+    """No dots for the kit's tests: the kit prints one line per clause instead (quiet with -q)."""
+    state = _state(config)
+    if not state.active or report.nodeid not in state.clause_of or not _progress_on(config) or config.get_verbosity() > 0:
+        return None
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        word = "inconclusive" if report.skipped and "inconclusive" in str(report.longrepr) else report.outcome
+        return report.outcome, "", word
+    return None
+
+
+def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
+    """Print a clause's line as soon as its last test has finished (h2spec style)."""
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    state = _state(config)
+    clause = state.clause_of.get(nodeid)
+    if clause is None or not _progress_on(config):
+        return
+    state.pending[clause] -= 1
+    if state.pending[clause] > 0:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    row = next(r for r in state.results.rows(state.modes) if r.id == clause)
+    colour = {PASSED: {"green": True}, FAILED: {"red": True}, INCONCLUSIVE: {"yellow": True}}.get(row.outcome, {})
+    reporter.ensure_newline()
+    reporter.write_line(clause_line(row, ascii_only=not _utf8(reporter)), **colour)
+    if row.outcome in (FAILED, INCONCLUSIVE):
+        reporter.write_line(f"{'':>14}-> {row.detail[:300]}")
+        reporter.write_line(f"{'':>14}   read the clause: {_where([row])[row.id]}")
+
+
+#: The running config, for hooks that pytest calls without one.
+_CONFIG: dict = {}
 
 
 # -- the verdict ---------------------------------------------------------------------
+def _exit_status(session: pytest.Session, state: _KitState, exitstatus: int) -> int:
+    """The kit's exit status for this run (see :data:`.report.EXIT_STATUSES`)."""
+    assert state.options is not None
+    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR):
+        return EXIT_USAGE
+    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or state.interrupted:
+        return EXIT_INTERRUPTED
+    if state.results.kit_errors or (session.testsfailed and int(exitstatus) == KIT_BROKEN):
+        return KIT_BROKEN
+    # No test selected in this mode (e.g. --conformance-clause names only the other
+    # role's clauses): every clause is reported as not tested, which is no failure.
+    verdict = state.results.exit_status(state.modes, state.options.strict)
+    if state.other_failures:
+        verdict = max(verdict, int(pytest.ExitCode.TESTS_FAILED))
+    return verdict
+
+
+def _report(session: pytest.Session, state: _KitState, status: int) -> dict:
+    assert state.options is not None
+    from skyllh_cluster import __version__
+
+    return report_dict(
+        kit=f"skyllh-cluster {__version__}",
+        target=state.options.target_text,
+        modes=state.modes,
+        strict=state.options.strict,
+        started=state.started_wall,
+        duration=time.monotonic() - state.started,
+        interrupted=status == EXIT_INTERRUPTED,
+        exit_status=status,
+        rows=state.results.rows(state.modes),
+    )
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if not state.active or state.options is None:
         return
+    if state.listing:
+        session.exitstatus = 0
+        return
     if state.kit is not None:
-        state.kit.close()
-    rows = state.results.rows(state.modes)
+        state.kit.close()  # kills every node process still running, by pid
+    status = _exit_status(session, state, int(exitstatus))
+    state.results.interrupted = status == EXIT_INTERRUPTED
+    if status == EXIT_USAGE:
+        session.exitstatus = status
+        return
+    report = _report(session, state, status)
     path = session.config.getoption("conformance_report")
     if path:
-        Path(path).write_text(report_json(state.options.target_text, rows) + "\n", encoding="utf-8")
-    if int(exitstatus) in (int(pytest.ExitCode.INTERRUPTED), int(pytest.ExitCode.USAGE_ERROR), int(pytest.ExitCode.NO_TESTS_COLLECTED)):
-        return
-    if state.results.kit_errors or session.testsfailed and int(exitstatus) == KIT_BROKEN:
-        session.exitstatus = KIT_BROKEN
-        return
-    verdict = state.results.exit_status(state.modes, state.options.strict)
-    if state.other_failures:
-        verdict = max(verdict, int(pytest.ExitCode.TESTS_FAILED))
-    session.exitstatus = verdict
+        Path(path).write_text(report_json(report) + "\n", encoding="utf-8")
+    html = session.config.getoption("conformance_html")
+    if html:
+        from .html_report import write_html_report
+
+        write_html_report(html, report)
+    session.exitstatus = status
+
+
+def pytest_keyboard_interrupt(excinfo: Any) -> None:
+    """Nothing to do here: the partial table is printed by the terminal summary, marked interrupted."""
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    if not state.active or state.options is None:
+    if not state.active or state.options is None or state.stopped is not None or state.listing:
         return
+    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR):
+        return
+    if config.getoption("conformance_no_table"):
+        for error in state.results.kit_errors:
+            terminalreporter.write_line(f"KIT ERROR (not a verdict on the target): {error}", red=True)
+        return
+    interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
     rows = state.results.rows(state.modes)
     terminalreporter.section("SkyLLH cluster conformance")
-    terminalreporter.write_line(render_table(state.options.target_text, rows, state.options.strict))
+    terminalreporter.write_line(
+        render_table(state.options.target_text, rows, state.options.strict, interrupted=interrupted,
+                     ascii_only=not _utf8(terminalreporter), where=_where(rows))
+    )
     terminalreporter.write_line(f"kit run time: {time.monotonic() - state.started:.1f} s")
     for error in state.results.kit_errors:
         terminalreporter.write_line(f"KIT ERROR (not a verdict on the target): {error}", red=True)
+
+
+def _utf8(terminalreporter: Any) -> bool:
+    """Whether the output takes the h2spec marks (✓ ×); ASCII marks otherwise."""
+    name = str(getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "").replace("_", "")
+    return name == "utf8"
+
+
+def _where(rows: List[Any]) -> dict:
+    """Where to read each failed or inconclusive clause."""
+    from .explain import clause_location
+
+    return {r.id: clause_location(r.id) for r in rows if r.outcome in (FAILED, INCONCLUSIVE)}

@@ -14,20 +14,26 @@ import logging
 import select
 import time
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from hypothesis import HealthCheck, Phase, settings
 
 from skyllh_cluster.commands import Command, RegisterCN
 from skyllh_cluster.wire.framing import HEADER_SIZE
 
-from .canary import Canary
-from .failures import ClauseFailure, KitError, NoReply
+from .canary import Canary, Evidence
+from .failures import ClauseFailure, Inconclusive, KitError, NeverConnected, NoReply
 from .launcher import NodeProcess, command_line
 from .peer import Frame, Listener, WireConnection, connect
 from .transcript import Transcript
 
-__all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address"]
+__all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address", "MAX_STRETCH"]
+
+#: A slow target's waits are stretched to at most this many times the
+#: configured ones (see :meth:`Kit.calibrate`).
+MAX_STRETCH = 5.0
+#: A reply may take this many times the pre-flight's reply latency.
+LATENCY_FACTOR = 50.0
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +79,90 @@ class Kit:
         self.options = options
         self._listener: Optional[Listener] = None
         self._opened: List[Any] = []
+        #: The target's reply latency measured by the pre-flight (seconds).
+        self.latency = 0.0
+        #: Clauses whose tests run in this session (set by the plugin; empty: all).
+        self.selected: "set[str]" = set()
+        self._stall_verdicts: "dict[str, Optional[ClauseFailure]]" = {}
+
+    def calibrate(self, latency: float) -> None:
+        """Adapt the waits to the target's measured reply latency (from the pre-flight).
+
+        A target whose ACK took ``latency`` seconds gets replies waited for
+        ``LATENCY_FACTOR`` times that, never less than ``--conformance-timeout``
+        and never more than ``MAX_STRETCH`` times it.
+        """
+        self.latency = max(self.latency, latency)
+        logger.info("target reply latency %.4f s: timeout %.2f s, patience %.2f s", latency, self.timeout, self.patience)
 
     @property
     def timeout(self) -> float:
-        """The conformance timeout: the longest single wait for a reply."""
-        return self.options.timeout
+        """The longest single wait for a reply: ``--conformance-timeout``, stretched for a slow target."""
+        base = self.options.timeout
+        return min(base * MAX_STRETCH, max(base, self.latency * LATENCY_FACTOR))
+
+    @property
+    def patience(self) -> float:
+        """How long a check waits for positive evidence (a close, an exit) before it is inconclusive."""
+        return self.options.timeout * MAX_STRETCH
+
+    @property
+    def grace(self) -> float:
+        """How long after positive evidence the kit still watches for a late effect (a canary)."""
+        return min(self.timeout, max(0.2, 10 * self.latency))
+
+    def budget_hint(self) -> str:
+        """What to change when a registration bound (MST-7, FRM-6) is over the kit's budget."""
+        return (
+            f"; the kit allows --registration-budget {self.options.registration_budget:g} s: if the master's bound "
+            "is longer by design, give the kit a larger --registration-budget, or lower the master's bound "
+            "(the reference: skyllh-cluster master --registration-timeout S)"
+        )
+
+    def judge_canary(
+        self, canary: Canary, handled: Evidence, what: str, transcripts: Any, gone: Optional[Callable[[], bool]] = None
+    ) -> str:
+        """:meth:`.Canary.judge` with this run's patience and grace; ``transcripts`` is a callable."""
+        return canary.judge(
+            handled, what=what, patience=self.patience, grace=self.grace, transcripts=transcripts, gone=gone
+        )
+
+    def bait_master(self, label: str, bait: Callable[[str, int], bytes], what: str, attempts: int = 3) -> str:
+        """Send a canary pickle as a connection's first frame; pass only on evidence (SEC-1, ENC-5).
+
+        ``bait(host, port)`` builds the payload for a canary at ``host:port``.
+        A connection the master resets without reading (for example when it
+        closes its listening socket with connections still queued) is no
+        evidence either way, so the bait is sent again on a new connection,
+        up to ``attempts`` times, before the check is inconclusive.
+
+        Raises:
+            ClauseFailure: the canary got a connection: the master ran the payload.
+            Inconclusive: the master never showed that it read the bait.
+        """
+        for attempt in range(1, attempts + 1):
+            conn = self.connect(label if attempt == 1 else f"{label} (attempt {attempt})")
+            canary = self.canary_for(conn)
+            try:
+                conn.send(_framed(bait(canary.host, canary.port)))
+            except ClauseFailure as refused:
+                # Reset before the master took the bytes: it never saw the bait.
+                if attempt == attempts:
+                    raise Inconclusive(
+                        f"no evidence that the master handled {what}: {refused.evidence}, {attempts} times",
+                        transcripts=[conn.transcript],
+                    ) from None
+                conn.close()
+                continue
+            try:
+                return self.judge_canary(
+                    canary, conn.reaction, what, lambda: [conn.transcript], gone=lambda: conn.was_reset
+                )
+            except Inconclusive:
+                if not conn.was_reset or attempt == attempts:
+                    raise
+                conn.close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- Hypothesis --------------------------------------------------------------------
     def settings(self, cost: int = 1) -> settings:
@@ -134,6 +219,83 @@ class Kit:
         transcript = Transcript(label)
         return self.track(connect(self.target, transcript, self.timeout, retry_for=patience))
 
+    # -- MST-7 and FRM-6: one window for both registration bounds ---------------------
+    def judge_stall(self, which: str, half_frame: bytes) -> None:
+        """Check that the master ends a stalled connection within ``--registration-budget``.
+
+        ``which`` is ``"silent"`` (MST-7: a connection that sends nothing) or
+        ``"half-frame"`` (FRM-6: one that sends ``half_frame`` and stops).
+        The first of the two checks to run opens both connections, the
+        silent one first, judges both (so that both bounds run out in one
+        window), closes both, and keeps the other's verdict for its own test.
+        Each deadline runs from the connection's start -- for the half
+        frame, the later of its connect and the end of the silent one, so
+        that a master serving one connection at a time is not blamed for the
+        other's wait.
+
+        A master passes only by closing the connection having sent nothing.
+        A half-frame connection reset before the master showed it read
+        anything (a listener closed with connections queued resets them) is
+        no evidence: it is replaced once by a fresh one with a fresh deadline.
+        """
+        if which not in self._stall_verdicts:
+            self._stall_verdicts.update(self._judge_stalls(which, half_frame))
+        verdict = self._stall_verdicts[which]
+        if verdict is not None:
+            raise verdict
+
+    def _judge_stalls(self, which: str, half_frame: bytes) -> "dict[str, Optional[ClauseFailure]]":
+        both = not self.selected or {"MST-7", "FRM-6"} <= self.selected
+        wanted = ["silent", "half-frame"] if both else [which]
+        opened: "dict[str, Tuple[WireConnection, float]]" = {}
+        for kind in wanted:
+            label = "silent connection" if kind == "silent" else "half a RegisterCN, then silence"
+            opened[kind] = (self._stall_connection(label, b"" if kind == "silent" else half_frame), time.monotonic())
+        verdicts: "dict[str, Optional[ClauseFailure]]" = {}
+        try:
+            for kind in wanted:
+                conn, start = opened[kind]
+                if kind == "half-frame" and "silent" in opened:
+                    start = max(start, _ended_at(opened["silent"][0]))
+                verdicts[kind] = self._judge_one_stall(kind, conn, start, half_frame)
+                opened[kind][0].close()
+        finally:
+            for conn, _ in opened.values():
+                conn.close()
+        return verdicts
+
+    def _judge_one_stall(self, kind: str, conn: WireConnection, start: float, half_frame: bytes) -> Optional[ClauseFailure]:
+        what = "no bytes at all" if kind == "silent" else "half a RegisterCN and then silence"
+        budget = self.options.registration_budget
+        deadline = start + budget
+        fresh = False
+        while True:
+            try:
+                frames = conn.wait_closed(max(0.0, deadline - time.monotonic()))
+            except NoReply:
+                return conn.fail(
+                    f"expected the master to close the connection after {what}, got it open after {budget:g} s"
+                    + self.budget_hint(),
+                    kind=NoReply,
+                )
+            if frames or conn.transcript.bytes_in("<-"):
+                got = frames[0].describe() if frames else f"{len(conn.transcript.bytes_in('<-'))} bytes"
+                return conn.fail(f"expected no reply to {what}, got {got}")
+            if kind == "half-frame" and conn.was_reset and not fresh:
+                conn.close()
+                conn = self._stall_connection("half a RegisterCN, then silence (again, after a reset)", half_frame)
+                self.track(conn)
+                deadline = time.monotonic() + budget
+                fresh = True
+                continue
+            return None
+
+    def _stall_connection(self, label: str, data: bytes) -> WireConnection:
+        conn = connect(self.target, Transcript(label), self.timeout)
+        if data:
+            conn.send(data)
+        return conn
+
     def canary_for(self, conn: WireConnection) -> Canary:
         """A canary listener on the address from which the target sees ``conn``."""
         host = conn.sock.getsockname()[0]
@@ -184,18 +346,25 @@ def _accept_from(listener: Listener, process: NodeProcess, transcript: Transcrip
             if status is not None:
                 transcript.note(f"compute node exited with status {status} before connecting")
                 tail = process.output_tail()
-                raise ClauseFailure(
+                raise NeverConnected(
                     f"expected the compute node to connect, got exit status {status} before it connected"
                     + (f"; it said: {tail}" if tail else ""),
                     clause="CN-1",
                     transcripts=[transcript],
                 ) from None
             if left <= 0:
-                raise NoReply(
+                raise NeverConnected(
                     f"expected the compute node to connect, got no connection within {limit:g} s",
                     clause="CN-1",
                     transcripts=[transcript],
                 ) from None
+
+
+def _ended_at(conn: WireConnection) -> float:
+    """When a connection ended (the target's close, or the kit's), as a ``time.monotonic()`` value."""
+    transcript = conn.transcript
+    ends = [e.at for e in transcript.entries if e.direction == "--" and ("closed" in e.text or "reset" in e.text)]
+    return transcript.started + (ends[0] if ends else transcript.elapsed())
 
 
 class NodeUnderTest:
@@ -279,9 +448,30 @@ class NodeUnderTest:
         assert isinstance(command, RegisterCN)
         return command
 
+    def handled(self, wait: float) -> Optional[str]:
+        """Positive evidence that the node handled what was sent: it closed the connection or exited.
+
+        Waits at most ``wait`` seconds; ``None`` when neither happened.
+        """
+        status = self.process.poll()
+        if status is not None:
+            return f"exited with status {status}"  # it can run nothing any more
+        return self.conn.reaction(wait, replies=False)
+
+    def transcripts(self) -> List[Transcript]:
+        """The node's transcript, with its last words noted (for evidence)."""
+        tail = self.process.output_tail()
+        if tail:
+            self.transcript.note(f"node output: {tail}")
+        return [self.transcript]
+
     def readable_now(self) -> bool:
         """Whether the node has sent something (or closed) that is not yet read."""
         return bool(select.select([self.conn.sock], [], [], 0)[0])
+
+
+def _framed(payload: bytes) -> bytes:
+    return len(payload).to_bytes(HEADER_SIZE, "little") + payload
 
 
 def command_frame(command: Command) -> bytes:

@@ -118,29 +118,18 @@ def test_serves_nodes_concurrently(kit: Kit) -> None:
 
 @pytest.mark.clause("SEC-1")
 def test_malicious_first_frame_is_not_run(kit: Kit) -> None:
-    """A pickle that would connect back to the kit if unpickled makes no connection."""
-    with kit.connect("canary as the first frame") as conn:
-        canary = kit.canary_for(conn)
-        conn.send(payloads.frame(payloads.canary(canary.host, canary.port)))
-        _await_reaction(conn, kit.timeout)
-        if canary.check(0.2):
-            raise conn.fail(canary.evidence())
+    """A pickle that would connect back to the kit if unpickled makes no connection before the master refuses it."""
+    kit.bait_master("canary as the first frame", payloads.canary, "a canary pickle as its first frame")
 
 
 @pytest.mark.clause("ENC-5")
 def test_call_hidden_in_registration_is_not_run(kit: Kit) -> None:
     """A RegisterCN whose start time is a call (REDUCE) is refused without making the call."""
-    with kit.connect("canary inside a RegisterCN") as conn:
-        canary = kit.canary_for(conn)
-        conn.send(payloads.frame(payloads.canary_inside("RegisterCN", canary.host, canary.port)))
-        _await_reaction(conn, kit.timeout)
-        if canary.check(0.2):
-            raise conn.fail(canary.evidence())
-
-
-def _await_reaction(conn: WireConnection, timeout: float) -> None:
-    """Give the master ``timeout`` to close (or answer); either way, go on to the canary."""
-    conn.received_within(timeout)
+    kit.bait_master(
+        "canary inside a RegisterCN",
+        lambda host, port: payloads.canary_inside("RegisterCN", host, port),
+        "a RegisterCN hiding a call",
+    )
 
 
 # -- several connections at once, driven by Hypothesis --------------------------------

@@ -59,6 +59,11 @@ class Transcript:
         self._offsets = {SENT: 0, RECEIVED: 0}
 
     @property
+    def started(self) -> float:
+        """When the transcript started (a ``time.monotonic()`` value)."""
+        return self._start
+
+    @property
     def entries(self) -> List[Entry]:
         """The lines recorded so far, oldest first."""
         return list(self._entries)

@@ -51,6 +51,8 @@ def _cell(entry: Dict) -> str:
         return f"**FAILED**: {entry['detail']}"
     if outcome == "passed":
         return "passed"
+    if outcome == "inconclusive":
+        return f"*inconclusive*: {entry['detail']}"
     return "–" if entry["detail"].startswith("not tested: needs") else f"skipped ({entry['detail'].split(';')[0]})"
 
 

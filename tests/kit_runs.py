@@ -24,7 +24,7 @@ FAULTY_MASTER = HERE / "kit_targets" / "faulty_master.py"
 FAULTY_CN = HERE / "kit_targets" / "faulty_cn.py"
 
 #: A kit run may take this long before the self-test gives up on it.
-RUN_TIMEOUT = 240
+RUN_TIMEOUT = 480
 
 
 @dataclass
@@ -36,7 +36,7 @@ class KitRun:
     output: str
 
     def outcomes(self) -> Dict[str, str]:
-        """Clause ID -> passed / failed / skipped."""
+        """Clause ID -> passed / failed / inconclusive / skipped."""
         return {c["id"]: c["outcome"] for c in self.report.get("clauses", [])}
 
     def failed(self) -> set:
@@ -46,8 +46,14 @@ class KitRun:
         return next(c["detail"] for c in self.report["clauses"] if c["id"] == clause_id)
 
 
-def run_kit(args: Sequence[str], timeout: float = RUN_TIMEOUT) -> KitRun:
-    """Run ``python -m skyllh_cluster.conformance ARGS`` with a JSON report; return the result."""
+def run_kit(args: Sequence[str], timeout: float = RUN_TIMEOUT, *, pythonpath: Optional[Path] = None) -> KitRun:
+    """Run ``python -m skyllh_cluster.conformance ARGS`` with a JSON report; return the result.
+
+    ``pythonpath`` is put on ``PYTHONPATH`` (for ``-p`` plugins of the self-tests).
+    """
+    env = _env()
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
         proc = subprocess.run(
@@ -56,6 +62,7 @@ def run_kit(args: Sequence[str], timeout: float = RUN_TIMEOUT) -> KitRun:
             capture_output=True,
             text=True,
             timeout=timeout,
+            env=env,
         )
         report = json.loads(report_path.read_text()) if report_path.exists() else {}
     return KitRun(proc.returncode, report, proc.stdout + proc.stderr)

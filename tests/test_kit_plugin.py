@@ -24,6 +24,13 @@ pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parent.parent
 
 
+HERE = Path(__file__).resolve().parent
+
+
+def _clause(report: dict, clause_id: str) -> dict:
+    return next(c for c in report["clauses"] if c["id"] == clause_id)
+
+
 def _pytest(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True, text=True, cwd=cwd, timeout=240)
 
@@ -62,14 +69,24 @@ def test_unreachable_target_is_a_usage_error() -> None:
     assert "nothing accepts connections there" in run.output
 
 
-def test_kit_failure_is_not_a_verdict() -> None:
-    with socket.socket() as taken:  # the kit cannot listen where asked: its own failure
+def test_listen_address_in_use_is_a_configuration_error() -> None:
+    with socket.socket() as taken:  # the kit cannot listen where asked: a configuration error, not a verdict
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
         run = run_kit(["--cn-command", faulty_cn_command(), "--listen", f"127.0.0.1:{port}", "--conformance-clause", "CN-3"])
+    assert run.status == 4
+    assert "cannot listen" in run.output and "KIT ERROR" not in run.output
+    assert run.report == {}
+
+
+def test_kit_failure_is_not_a_verdict() -> None:
+    # kit_sabotage makes the kit's own connect() raise inside one test: a bug of the kit, never a verdict.
+    with faulty_master() as target:
+        run = run_kit(["--target", target, "--conformance-clause", "SCN-2", "-p", "kit_sabotage"], pythonpath=HERE)
     assert run.status == 3
-    assert "KIT ERROR" in run.output and "cannot listen" in run.output
+    assert "KIT ERROR" in run.output and "sabotaged" in run.output
+    assert run.outcomes()["SCN-2"] == "skipped" and "the kit itself failed" in run.detail("SCN-2")
 
 
 def test_report_lists_every_clause_and_junit_carries_clause_properties(tmp_path: Path) -> None:
@@ -77,13 +94,25 @@ def test_report_lists_every_clause_and_junit_carries_clause_properties(tmp_path:
     with faulty_master("SCN-1") as target:
         run = run_kit(["--target", target, "--conformance-clause", "SCN-1,MST-6", "--junitxml", str(junit)])
     assert run.status == 1
-    assert set(run.report) == {"target", "clauses"} and run.report["target"] == target
-    assert [c["id"] for c in run.report["clauses"]] == list(CLAUSES)
-    for entry in run.report["clauses"]:
-        assert set(entry) == {"id", "level", "title", "outcome", "detail"}
+    report = run.report
+    assert set(report) == {"schema", "kit", "target", "modes", "strict", "started", "duration_s", "interrupted",
+                           "exit_status", "summary", "clauses"}
+    assert report["schema"] == 2 and report["target"] == target and report["modes"] == ["master"]
+    assert report["exit_status"] == 1 and report["interrupted"] is False and report["strict"] is False
+    assert report["kit"].startswith("skyllh-cluster ") and report["started"].endswith("Z") and report["duration_s"] > 0
+    assert [c["id"] for c in report["clauses"]] == list(CLAUSES)
+    assert sum(report["summary"].values()) == len(CLAUSES)
+    for entry in report["clauses"]:
+        assert set(entry) == {"id", "level", "title", "outcome", "detail", "tests"}
         assert entry["level"] == CLAUSES[entry["id"]].level.value and entry["title"] == CLAUSES[entry["id"]].title
-        assert entry["outcome"] in ("passed", "failed", "skipped") and entry["detail"]
+        assert entry["outcome"] in ("passed", "failed", "inconclusive", "skipped") and entry["detail"]
     assert run.outcomes()["SCN-1"] == "failed" and run.outcomes()["MST-6"] == "passed"
+    failed_test = next(t for t in _clause(report, "SCN-1")["tests"] if t["outcome"] == "failed")
+    assert failed_test["nodeid"].endswith("test_scenario_messages_in_order_then_shutdown")
+    entries = failed_test["transcripts"][0]["entries"]
+    sent = bytes.fromhex("".join(e["hex"] for e in entries if e["direction"] == "sent"))
+    assert sent[:2] == len(sent[2:]).to_bytes(2, "little")  # the whole RegisterCN frame, not cut
+    assert {e["direction"] for e in entries} == {"sent", "received", "note"}
     assert "expected command 1 to be MSG(msg='conformance'), got MSG(msg='ünïcødé ✓')" in run.detail("SCN-1")
     assert run.outcomes()["FRM-2"] == "skipped" and run.detail("FRM-2").startswith("no test")
     assert run.detail("CN-1") == "not tested: needs --cn-command CMD"
@@ -100,14 +129,16 @@ def test_should_failure_fails_only_in_strict_mode() -> None:
     assert (lenient.status, strict.status) == (0, 1)
 
 
-def test_timeout_is_reported_as_such() -> None:
+def test_silent_target_stops_at_the_pre_flight() -> None:
     with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         host, port = silent.getsockname()
-        run = run_kit(["--target", f"{host}:{port}", "--conformance-clause", "MST-1", "--conformance-timeout", "0.5"])
+        run = run_kit(["--target", f"{host}:{port}", "--conformance-timeout", "0.5"])
     assert run.status == 1
-    assert "got no reply within 0.5 s" in run.detail("MST-1")
+    assert "got no reply within 2.5 s" in run.detail("MST-1")  # the pre-flight waits 5 timeouts
+    assert "passed" not in run.outcomes().values()
+    assert f"--target {host}:{port} does not speak the SkyLLH cluster protocol" in run.output
 
 
 def test_failure_is_shrunk_to_a_transcript_and_reproducible_by_seed() -> None:

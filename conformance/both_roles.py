@@ -1,0 +1,161 @@
+"""Both roles at once: ``python -m skyllh_cluster.conformance --target ... --cn-command ...``.
+
+A master and a compute node under test are independent targets, and most of
+the kit's time is spent waiting on one of them (a registration bound, a
+node's live time, a node process starting).  So when both are given, the
+kit runs one pytest session per role, side by side in two processes, passes
+their progress lines through as they come, and merges their JSON reports
+into one verdict: one table, one report, one HTML file, one exit status.
+
+Each child is this same command with one role; a Ctrl-C is passed on to
+both (by pid), and the partial table is marked as interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from skyllh_cluster.clauses import CLAUSES, Level
+
+from .report import (
+    EXIT_CONFORMS,
+    EXIT_DOES_NOT_CONFORM,
+    EXIT_INCONCLUSIVE,
+    EXIT_INTERRUPTED,
+    EXIT_KIT_ERROR,
+    EXIT_USAGE,
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    SKIPPED,
+    ClauseRow,
+    counts,
+    render_table,
+)
+
+__all__ = ["run_both_roles", "merge_reports"]
+
+#: Which clause outcome wins when the two roles disagree.
+_PRECEDENCE = {FAILED: 3, INCONCLUSIVE: 2, PASSED: 1, SKIPPED: 0}
+
+
+def merge_reports(master: Dict[str, Any], node: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The clause entries of both roles' reports, merged clause by clause.
+
+    A clause's outcome is the worst decided one (failed, then inconclusive,
+    then passed); it is skipped only when both roles skipped it.  Tests of
+    both roles are kept.
+    """
+    by_id = {c["id"]: c for c in node.get("clauses", [])}
+    merged = []
+    for entry in master.get("clauses", []):
+        other = by_id.get(entry["id"], entry)
+        pick = max((entry, other), key=lambda c: _PRECEDENCE.get(c["outcome"], 0))
+        if pick["outcome"] == SKIPPED and entry["outcome"] == SKIPPED and "not tested: needs" in entry["detail"]:
+            pick = other
+        merged.append({**pick, "tests": list(entry.get("tests", [])) + (list(other.get("tests", [])) if other is not entry else [])})
+    return merged
+
+
+def _exit_status(statuses: Sequence[int], clauses: List[Dict[str, Any]], strict: bool) -> int:
+    for code in (EXIT_USAGE, EXIT_KIT_ERROR, EXIT_INTERRUPTED):
+        if code in statuses:
+            return code
+    counted = [c for c in clauses if strict or c["level"] == Level.MUST.value]
+    if any(c["outcome"] == FAILED for c in counted):
+        return EXIT_DOES_NOT_CONFORM
+    if any(c["outcome"] == INCONCLUSIVE for c in counted):
+        return EXIT_INCONCLUSIVE
+    return EXIT_CONFORMS
+
+
+def _pump(stream: Any, out: Any) -> None:
+    for line in stream:
+        out.write(line)
+        out.flush()
+
+
+def run_both_roles(
+    target_args: List[str],
+    node_args: List[str],
+    common: List[str],
+    *,
+    report_path: Optional[str],
+    html_path: Optional[str],
+    strict: bool,
+    target_text: str,
+) -> int:
+    """Run the master role and the compute-node role side by side; return the merged exit status."""
+    started_wall, started = time.time(), time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="skyllh-kit-") as tmp:
+        children = []
+        for role, args in (("master", target_args), ("cn", node_args)):
+            report = str(Path(tmp) / f"{role}.json")
+            argv = [sys.executable, "-m", "skyllh_cluster.conformance", *args, *common,
+                    "--conformance-report", report, "--conformance-no-table"]
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+            pump = threading.Thread(target=_pump, args=(proc.stdout, sys.stdout), daemon=True)
+            pump.start()
+            children.append((role, proc, report, pump))
+        interrupted = False
+        try:
+            for _, proc, _, _ in children:
+                proc.wait()
+        except KeyboardInterrupt:
+            interrupted = True
+            for _, proc, _, _ in children:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)
+            for _, proc, _, _ in children:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+        for _, _, _, pump in children:
+            pump.join(5)
+        statuses = [proc.returncode for _, proc, _, _ in children]
+        reports = [json.loads(Path(r).read_text()) if Path(r).exists() else {} for _, _, r, _ in children]
+    if not all(reports):
+        return max(statuses) if EXIT_USAGE not in statuses else EXIT_USAGE
+    clauses = merge_reports(reports[0], reports[1])
+    status = EXIT_INTERRUPTED if interrupted else _exit_status(statuses, clauses, strict)
+    rows = [ClauseRow(c["id"], c["level"], c["title"], c["outcome"], c["detail"]) for c in clauses]
+    where = _where(rows)
+    ascii_only = (getattr(sys.stdout, "encoding", "") or "").lower().replace("-", "") != "utf8"
+    print("\n" + render_table(target_text, rows, strict, interrupted=status == EXIT_INTERRUPTED,
+                              ascii_only=ascii_only, where=where))
+    print(f"kit run time: {time.monotonic() - started:.1f} s (both roles side by side)")
+    n = counts(rows)
+    report = {
+        **reports[0],
+        "target": target_text,
+        "modes": ["master", "cn"],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started_wall)),
+        "duration_s": round(time.monotonic() - started, 3),
+        "interrupted": status == EXIT_INTERRUPTED,
+        "exit_status": status,
+        "summary": {"passed": n[PASSED], "failed": n[FAILED], "inconclusive": n[INCONCLUSIVE], "skipped": n[SKIPPED]},
+        "clauses": clauses,
+    }
+    if report_path:
+        Path(report_path).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if html_path:
+        from .html_report import write_html_report
+
+        write_html_report(html_path, report)
+    return status
+
+
+def _where(rows: List[ClauseRow]) -> Dict[str, str]:
+    from .explain import clause_location
+
+    return {r.id: clause_location(r.id) for r in rows if r.outcome in (FAILED, INCONCLUSIVE) and r.id in CLAUSES}
