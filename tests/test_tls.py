@@ -1,0 +1,448 @@
+"""The TLS profile (spec/tls-profile.md) over real TLS on loopback.
+
+Certificates are made for the session with the ``openssl`` command
+(:mod:`tls_certs`); nothing is checked in.  The peers are real: the
+reference master engine, :class:`~skyllh_cluster.compute_node.ComputeNode`,
+the CLI programs, and raw TLS or TCP sockets that write and read exact bytes.
+The frames expected inside TLS are the original's (TLS-1: unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+from master_peers import (
+    GOLDEN_ACK,
+    GOLDEN_SHUTDOWN,
+    WAIT,
+    Background,
+    expected_node_output,
+    msg_frame,
+    register_frame,
+    start_master_cli,
+    subprocess_env,
+    wait_exit,
+    wait_for,
+)
+
+import skyllh_cluster.master.node as node_module
+from skyllh_cluster.commands import MSG
+from skyllh_cluster.compute_node import ComputeNode, MasterClosedConnection, Stop, TLSFailure
+from skyllh_cluster.master import MasterServer, TLSHandshakeError
+from skyllh_cluster.master_node import MasterNode
+from skyllh_cluster.tls import client_context, looks_like_tls_record, server_context
+
+tls_certs = pytest.importorskip("tls_certs")
+if tls_certs.OPENSSL is None:  # pragma: no cover - Debian and the CI image have it
+    pytest.skip("the openssl command is not installed", allow_module_level=True)
+
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+    return tls_certs.make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def mutual_context(pki: Dict[str, str]) -> ssl.SSLContext:
+    return server_context(pki["master.pem"], pki["master.key"], cafile=pki["ca.pem"], require_client_cert=True)
+
+
+def node_context(pki: Dict[str, str], cert: Optional[str] = "node") -> ssl.SSLContext:
+    if cert is None:
+        return client_context(pki["ca.pem"])
+    return client_context(pki["ca.pem"], pki[f"{cert}.pem"], pki[f"{cert}.key"])
+
+
+class TLSPeer:
+    """A raw compute node inside TLS: writes exact bytes, reads exact bytes, unpickles nothing."""
+
+    def __init__(self, address: Tuple[str, int], context: ssl.SSLContext, rcvbuf: Optional[int] = None) -> None:
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # before connecting: the window is then small from the start
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(WAIT)
+        try:
+            raw.connect(address)
+            self.sock = context.wrap_socket(raw, server_hostname=address[0])
+        except BaseException:
+            raw.close()
+            raise
+
+    def read_exact(self, size: int) -> bytes:
+        chunks = []
+        while size:
+            chunk = self.sock.recv(size)
+            if not chunk:
+                raise EOFError(f"EOF with {size} bytes still expected")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def read_to_end(self) -> Tuple[bytes, Optional[BaseException]]:
+        """Every application byte until the master closes, and the error that ended it, if any."""
+        chunks = []
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                chunk = self.sock.recv(65536)
+            except (ssl.SSLError, ConnectionError) as exc:
+                return b"".join(chunks), exc
+            if not chunk:
+                return b"".join(chunks), None
+            chunks.append(chunk)
+        raise TimeoutError("the master did not close the connection")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def plain_read_to_end(sock: socket.socket) -> bytes:
+    chunks = []
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    else:
+        raise TimeoutError("the master did not close the connection")
+    return b"".join(chunks)
+
+
+# -- mutual TLS: the happy path ---------------------------------------------------------------
+
+
+def test_mutual_tls_registration_broadcast_and_shutdown_carry_the_original_frames(pki):
+    with MasterServer(ssl_context=mutual_context(pki)) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(3, timeout=WAIT))
+        peers = [TLSPeer(address, node_context(pki)) for _ in range(3)]
+        try:
+            for peer in peers:
+                peer.sock.sendall(register_frame())
+            for peer in peers:
+                assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+                assert peer.sock.version() == "TLSv1.3"
+            assert len(registering.result()) == 3
+            assert all(node.tls for node in master.nodes)
+            for value in ("hello", [1, 2.5, None], "x" * 60000):
+                result = master.broadcast(MSG(value), timeout=WAIT)
+                assert result.ok and len(result.delivered) == 3
+                for peer in peers:
+                    expected = msg_frame(value)
+                    assert peer.read_exact(len(expected)) == expected
+            assert master.shutdown(timeout=WAIT).ok
+            for peer in peers:
+                assert peer.read_to_end() == (GOLDEN_SHUTDOWN, None)
+        finally:
+            for peer in peers:
+                peer.close()
+
+
+def test_the_python_send_loop_serves_tls_nodes_even_where_the_c_loop_is_built(pki, monkeypatch):
+    # The C loop writes to raw descriptors, which would put plaintext on a TLS connection.
+    calls: List[int] = []
+    native = node_module.native_send_each
+    if native is not None:
+        monkeypatch.setattr(node_module, "native_send_each", lambda fds, frame: calls.append(len(fds)) or native(fds, frame))
+    with MasterServer(ssl_context=mutual_context(pki)) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT))
+        peer = TLSPeer(address, node_context(pki))
+        try:
+            peer.sock.sendall(register_frame())
+            assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+            registering.result()
+            assert master.broadcast(MSG(7)).ok
+            assert peer.read_exact(len(msg_frame(7))) == msg_frame(7)
+        finally:
+            peer.close()
+    assert calls == []
+
+
+def test_a_tls_node_that_reads_slowly_gets_every_byte_in_order(pki):
+    # 6 MB of frames against a peer that reads nothing at first: the TLS
+    # socket refuses writes (SSLWantWriteError), the engine queues the same
+    # bytes and offers them again once the peer reads.
+    values = [f"{index:04d}" + "y" * 59990 for index in range(100)]
+    with MasterServer(ssl_context=mutual_context(pki), slow_node_wait=0.01, max_queued=1 << 24) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT))
+        peer = TLSPeer(address, node_context(pki), rcvbuf=4096)
+        try:
+            peer.sock.sendall(register_frame())
+            assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+            registering.result()
+            queued = 0
+            for value in values:
+                result = master.broadcast(MSG(value), timeout=WAIT * 3)
+                assert not result.failed
+                queued += bool(result.queued)
+            assert queued, "the peer was never behind: the test did not reach the TLS retry path"
+            reading = Background(peer.read_to_end)
+            assert master.shutdown(timeout=WAIT * 3).ok
+            data, error = reading.result(WAIT * 3)
+            assert error is None
+            assert data == b"".join(msg_frame(value) for value in values) + GOLDEN_SHUTDOWN
+        finally:
+            peer.close()
+
+
+def test_master_node_and_compute_node_speak_mutual_tls(pki):
+    received: List[object] = []
+    with MasterNode(ssl_context=mutual_context(pki)) as master:
+        registering = Background(lambda: master.register_compute_nodes(1, master_port=0, host=HOST, timeout=WAIT))
+        port = wait_for(lambda: master.master_address, "the master to listen")[1]
+        node = ComputeNode(60, HOST, port, echo=False, on_message=received.append, ssl_context=node_context(pki))
+        try:
+            registering.result()
+            assert node.sock.version() == "TLSv1.3"  # type: ignore[union-attr]
+            serving = Background(node.handle_requests)
+            master.send_request({"a": 1})
+            master.shutdown_compute_nodes()
+            assert serving.result() is Stop.SHUTDOWN
+        finally:
+            node.close()
+    assert received == [{"a": 1}]
+
+
+# -- who never gets a slot or a byte ----------------------------------------------------------
+
+
+def test_without_a_valid_client_certificate_a_node_never_takes_a_slot_nor_gets_a_byte(pki, caplog):
+    caplog.set_level(logging.WARNING, logger="skyllh_cluster.master.server")
+    with MasterServer(ssl_context=mutual_context(pki)) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT * 2))
+        outcomes = {}
+        for name, cert in (("no certificate", None), ("another CA", "other-node")):
+            # TLS 1.3: the node's side of the handshake ends before the master
+            # has checked its certificate, so it gets to send its RegisterCN.
+            peer = TLSPeer(address, node_context(pki, cert))
+            try:
+                try:
+                    peer.sock.sendall(register_frame())
+                except (ssl.SSLError, ConnectionError) as exc:  # the master was quicker to refuse
+                    outcomes[name] = (b"", exc)
+                else:
+                    outcomes[name] = peer.read_to_end()
+            finally:
+                peer.close()
+        plain = socket.create_connection(address, timeout=WAIT)
+        try:
+            try:
+                plain.sendall(register_frame())
+            except ConnectionError:
+                pass
+            plain_bytes = plain_read_to_end(plain)
+        finally:
+            plain.close()
+        wait_for(lambda: not master.connections, "the master to close the refused connections")
+        assert master.nodes == []
+        good = TLSPeer(address, node_context(pki))
+        try:
+            good.sock.sendall(register_frame())
+            assert good.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+            assert len(registering.result()) == 1
+            assert master.broadcast(MSG("secret")).ok
+            assert good.read_exact(len(msg_frame("secret"))) == msg_frame("secret")
+        finally:
+            good.close()
+    for name, (data, error) in outcomes.items():
+        assert data == b"", name
+        assert isinstance(error, (ssl.SSLError, ConnectionError)), name
+    assert plain_bytes == b"" or looks_like_tls_record(plain_bytes)
+    failures = [r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()]
+    assert len(failures) == 3, failures
+
+
+def test_a_handshake_counts_against_the_registration_bound(pki, caplog):
+    caplog.set_level(logging.WARNING, logger="skyllh_cluster.master.server")
+    with MasterServer(ssl_context=mutual_context(pki), registration_timeout=0.3) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT))
+        silent = socket.create_connection(address, timeout=WAIT)
+        half = socket.create_connection(address, timeout=WAIT)
+        try:
+            half.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, and no more
+            assert plain_read_to_end(silent) == b""
+            answer = plain_read_to_end(half)
+            assert answer == b"" or looks_like_tls_record(answer)
+            wait_for(lambda: not master.connections, "the stalled handshakes to be closed")
+            good = TLSPeer(address, node_context(pki))
+            try:
+                good.sock.sendall(register_frame())
+                assert good.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+                registering.result()
+            finally:
+                good.close()
+        finally:
+            silent.close()
+            half.close()
+    stalled = [r.getMessage() for r in caplog.records if "in its TLS handshake" in r.getMessage()]
+    assert len(stalled) == 2, stalled
+
+
+# -- a compute node that refuses its master ------------------------------------------------------
+
+
+def run_node_cli(port: int, *tls_args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "skyllh_cluster", "compute-node", HOST, str(port), "--live-time", "20", *tls_args],
+        capture_output=True,
+        encoding="utf-8",
+        env=subprocess_env(),
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "master_cert, why",
+    [
+        ("self-signed", "self-signed certificate"),
+        ("other-master", "unable to get local issuer certificate"),
+        ("wrong-name", "IP address mismatch"),
+    ],
+)
+def test_a_compute_node_refuses_a_master_whose_certificate_does_not_verify(pki, master_cert, why):
+    context = server_context(pki[f"{master_cert}.pem"], pki[f"{master_cert}.key"])
+    with MasterServer(ssl_context=context) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT * 3))
+        done = run_node_cli(address[1], "--tls-ca", pki["ca.pem"], "--tls-cert", pki["node.pem"], "--tls-key", pki["node.key"])
+        wait_for(lambda: not master.connections, "the master to close the refused connection")
+        assert master.nodes == []
+        master.stop_listening()
+    with pytest.raises(Exception):
+        registering.result()
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert "failed certificate verification (TLS-3)" in lines[0] and why in lines[0], lines[0]
+    assert done.stdout == ""
+
+
+def test_a_tls_compute_node_and_a_plain_master_refuse_each_other(pki, caplog):
+    caplog.set_level(logging.WARNING, logger="skyllh_cluster.master.server")
+    with MasterServer() as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT))
+        with pytest.raises(TLSFailure, match="TLS handshake with the master at .* failed"):
+            ComputeNode(20, HOST, address[1], echo=False, ssl_context=node_context(pki))
+        wait_for(lambda: not master.connections, "the master to close the TLS connection")
+        assert master.nodes == []
+        master.stop_listening()
+    with pytest.raises(Exception):
+        registering.result()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("a TLS handshake on a plain master" in m for m in messages), messages
+
+
+def test_a_plain_compute_node_and_a_tls_master_refuse_each_other(pki, caplog):
+    caplog.set_level(logging.WARNING, logger="skyllh_cluster.master.server")
+    with MasterServer(ssl_context=mutual_context(pki)) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT))
+        with pytest.raises((TLSFailure, MasterClosedConnection), match="TLS"):
+            ComputeNode(20, HOST, address[1], echo=False)
+        wait_for(lambda: not master.connections, "the master to close the plain connection")
+        assert master.nodes == []
+        master.stop_listening()
+    with pytest.raises(Exception):
+        registering.result()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("TLS handshake failed" in m for m in messages), messages
+
+
+def test_the_plain_node_names_tls_when_the_master_answers_with_a_tls_alert():
+    # A master in the TLS profile may answer a plain ClientHello-less peer
+    # with an alert record; the node must say TLS, not "bad frame".
+    listener = socket.create_server((HOST, 0))
+    alert = b"\x15\x03\x03\x00\x02\x02\x46"
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(alert)
+
+    serving = Background(answer)
+    try:
+        with pytest.raises(TLSFailure, match="answered with TLS"):
+            ComputeNode(20, HOST, listener.getsockname()[1], echo=False)
+        serving.result()
+    finally:
+        listener.close()
+
+
+def test_the_tls_error_is_a_handshake_error():
+    assert issubclass(TLSHandshakeError, ConnectionError)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def test_cli_master_and_compute_node_with_mutual_tls(pki):
+    process, stderr = start_master_cli(
+        "--host", HOST, "--port", "0", "--n-cn", "1", "--timeout", "60",
+        "--tls-cert", pki["master.pem"], "--tls-key", pki["master.key"],
+        "--tls-ca", pki["ca.pem"], "--tls-require-client-cert",
+    )
+    try:
+        port = int(stderr.wait_for(r"listening on [\d.]+:(\d+)").group(1))
+        node = subprocess.Popen(
+            [sys.executable, "-m", "skyllh_cluster", "compute-node", HOST, str(port), "--live-time", "60",
+             "--tls-ca", pki["ca.pem"], "--tls-cert", pki["node.pem"], "--tls-key", pki["node.key"]],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", env=subprocess_env(),
+        )
+        stderr.wait_for("all 1 compute nodes registered")
+        process.stdin.write("over TLS\n")  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]
+        assert wait_exit(process) == 0
+        out, err = node.communicate(timeout=60)
+        assert node.returncode == 0, err
+        assert out.splitlines() == expected_node_output(HOST, port, 60, ["over TLS"], kind="cli")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tls-require-client-cert"], "need --tls-cert"),
+        (["--tls-cert", "{master.pem}", "--tls-require-client-cert"], "needs --tls-ca"),
+        (["--tls-cert", "/nonexistent/master.pem"], "cannot load the TLS files"),
+        (["--tls-cert", "{ca.pem}"], "cannot load the TLS files"),  # a certificate without its key
+        (["--allow", "10.0.0.0/33"], "is not an IP address or network"),
+    ],
+)
+def test_cli_master_refuses_bad_tls_and_allow_options_in_one_line(pki, args, message):
+    args = [pki[arg.strip("{}")] if arg.startswith("{") else arg for arg in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "skyllh_cluster", "master", "--host", HOST, "--port", "0", "--n-cn", "1", *args],
+        capture_output=True, encoding="utf-8", env=subprocess_env(), timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_cli_compute_node_refuses_unreadable_tls_files_in_one_line(pki):
+    done = run_node_cli(1, "--tls-ca", "/nonexistent/ca.pem")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("compute node: cannot set up TLS"), lines
