@@ -57,7 +57,8 @@ def _ca(directory: Path, name: str, subject: str) -> None:
     )
 
 
-def _leaf(directory: Path, name: str, ca: str, usage: str, names: str) -> None:
+def issue(directory: Path, name: str, ca: str, usage: str, names: str) -> None:
+    """Write ``name.pem``/``name.key``: a certificate from the CA ``ca`` for ``names`` (subjectAltName syntax)."""
     _key(directory, name)
     _openssl(directory, "req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", "-config", "/dev/null")
     (directory / f"{name}.ext").write_text(_leaf_extensions(usage, names))
@@ -86,10 +87,10 @@ def make_pki(directory: Path) -> Dict[str, str]:
         raise RuntimeError("the openssl command is not installed")
     _ca(directory, "ca", "skyllh-cluster test CA")
     _ca(directory, "other-ca", "another CA")
-    _leaf(directory, "master", "ca", "serverAuth", MASTER_NAMES)
-    _leaf(directory, "node", "ca", "clientAuth", "DNS:node.test")
-    _leaf(directory, "other-node", "other-ca", "clientAuth", "DNS:node.test")
-    _leaf(directory, "other-master", "other-ca", "serverAuth", MASTER_NAMES)
-    _leaf(directory, "wrong-name", "ca", "serverAuth", "DNS:elsewhere.test")
+    issue(directory, "master", "ca", "serverAuth", MASTER_NAMES)
+    issue(directory, "node", "ca", "clientAuth", "DNS:node.test")
+    issue(directory, "other-node", "other-ca", "clientAuth", "DNS:node.test")
+    issue(directory, "other-master", "other-ca", "serverAuth", MASTER_NAMES)
+    issue(directory, "wrong-name", "ca", "serverAuth", "DNS:elsewhere.test")
     _self_signed(directory, "self-signed", MASTER_NAMES)
     return {path.name: str(path) for path in directory.iterdir()}
