@@ -387,6 +387,30 @@ def test_the_plain_node_names_tls_when_the_master_answers_with_a_tls_alert():
         listener.close()
 
 
+@pytest.mark.parametrize("linger", [False, True], ids=["close", "reset"])
+def test_a_tls_node_whose_master_closes_after_the_handshake_names_tls(pki, linger):
+    # What a TLS 1.3 master that refuses the client certificate looks like
+    # from the node: its own handshake succeeded, then the connection ends,
+    # before or after its RegisterCN went out.
+    listener = socket.create_server((HOST, 0))
+    context = server_context(pki["master.pem"], pki["master.key"])
+
+    def refuse() -> None:
+        conn, _ = listener.accept()
+        tls = context.wrap_socket(conn, server_side=True)
+        if linger:
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        tls.close()
+
+    serving = Background(refuse)
+    try:
+        with pytest.raises((TLSFailure, MasterClosedConnection), match="TLS"):
+            ComputeNode(20, HOST, listener.getsockname()[1], echo=False, ssl_context=node_context(pki))
+        serving.result()
+    finally:
+        listener.close()
+
+
 def test_the_tls_error_is_a_handshake_error():
     assert issubclass(TLSHandshakeError, ConnectionError)
 

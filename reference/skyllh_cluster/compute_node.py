@@ -318,7 +318,19 @@ class ComputeNode:
             raise LiveTimeOverBeforeAck(f"could not connect to the master at {self._master()} within the live time") from exc
         if self._ssl_context is not None:
             self._start_tls()
-        send_to_socket(self.sock, self._conn.send(RegisterCN(int(self._start_time), self._live_time)))
+        frame = self._conn.send(RegisterCN(int(self._start_time), self._live_time))
+        try:
+            send_to_socket(self.sock, frame)
+        except (ssl.SSLError, ConnectionError) as exc:
+            if self._ssl_context is None:
+                raise
+            # With TLS 1.3 a master that refuses this node's certificate may
+            # close before the RegisterCN is out (TLS-4).
+            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+            raise TLSFailure(
+                f"TLS with the master at {self._master()} failed while sending RegisterCN: {reason!s:.200} "
+                "(does the master accept this node's certificate?)"
+            ) from exc
         try:
             event = self._next_event()
         except RemoteProtocolError as exc:
@@ -332,7 +344,10 @@ class ComputeNode:
             raise LiveTimeOverBeforeAck(f"the master at {self._master()} did not acknowledge the registration within the live time")
         if isinstance(event, ConnectionClosed):
             self._refuse_if_master_speaks_tls()
-            hint = "" if self._ssl_context is not None else " (a master in the TLS profile closes plain connections: --tls-ca)"
+            if self._ssl_context is None:
+                hint = " (a master in the TLS profile closes plain connections: --tls-ca)"
+            else:
+                hint = " (a master in mutual TLS closes nodes whose TLS certificate it does not accept)"
             raise MasterClosedConnection(
                 f"the master at {self._master()} closed the connection before acknowledging the registration{hint}"
             )
