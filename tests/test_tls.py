@@ -172,6 +172,52 @@ def test_the_python_send_loop_serves_tls_nodes_even_where_the_c_loop_is_built(pk
     assert calls == []
 
 
+def test_a_broadcast_spread_over_threads_writes_each_tls_connection_from_one_thread(pki, monkeypatch):
+    # The fan-out threads each take whole chunks of nodes; with TLS every
+    # chunk takes the Python loop, and each SSL object is written by one thread.
+    import skyllh_cluster.master.fanout as fanout
+
+    monkeypatch.setattr(fanout, "PARALLEL_MINIMUM", 2)
+    monkeypatch.setattr(fanout, "CHUNK", 1)
+    with MasterServer(ssl_context=mutual_context(pki), send_threads=3) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(6, timeout=WAIT))
+        peers = [TLSPeer(address, node_context(pki)) for _ in range(6)]
+        try:
+            for peer in peers:
+                peer.sock.sendall(register_frame())
+                assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+            registering.result()
+            for index in range(3):
+                assert master.broadcast(MSG(index)).ok
+            assert master._fanout.started
+            for peer in peers:
+                expected = b"".join(msg_frame(index) for index in range(3))
+                assert peer.read_exact(len(expected)) == expected
+        finally:
+            for peer in peers:
+                peer.close()
+
+
+def test_a_tls_context_must_be_an_ssl_context():
+    with pytest.raises(TypeError, match="ssl_context must be an ssl.SSLContext"):
+        MasterServer(ssl_context="master.pem")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="ssl_context must be an ssl.SSLContext"):
+        ComputeNode(20, HOST, 1, ssl_context=True)  # type: ignore[arg-type]
+
+
+def test_contexts_refuse_incomplete_configurations(pki):
+    with pytest.raises(ValueError, match="cafile"):
+        server_context(pki["master.pem"], pki["master.key"], require_client_cert=True)
+    with pytest.raises(ValueError, match="certfile"):
+        client_context(pki["ca.pem"], keyfile=pki["node.key"])
+    server = server_context(pki["master.pem"], pki["master.key"], cafile=pki["ca.pem"], require_client_cert=True)
+    assert server.verify_mode == ssl.CERT_REQUIRED and server.minimum_version == ssl.TLSVersion.TLSv1_2
+    client = client_context(pki["ca.pem"])
+    assert client.check_hostname and client.verify_mode == ssl.CERT_REQUIRED
+    assert client.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
 def test_a_tls_node_that_reads_slowly_gets_every_byte_in_order(pki):
     # 6 MB of frames against a peer that reads nothing at first: the TLS
     # socket refuses writes (SSLWantWriteError), the engine queues the same

@@ -722,7 +722,7 @@ class MasterServer:
             return
         if len(self._refused_sources) < REFUSED_SOURCES_LOGGED:
             self._refused_sources.add(source)
-            logger.warning("refused a connection from %.64s: outside the allow-list (%s)", source, self._allow)
+            logger.warning("refused a connection from %.64s: outside the allow-list (%.200s)", source, self._allow)
         elif len(self._refused_sources) == REFUSED_SOURCES_LOGGED:
             self._refused_sources.add("")  # logged once: the set grows no further
             logger.warning(
