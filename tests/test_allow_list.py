@@ -18,6 +18,7 @@ from skyllh_cluster.commands import MSG
 from skyllh_cluster.master import MasterServer
 from skyllh_cluster.master_node import MasterNode
 from skyllh_cluster.tls import AllowList
+from tls_peers import everything_received
 
 HOST = "127.0.0.1"
 OUTSIDER = "127.0.0.2"
@@ -29,19 +30,6 @@ def connect_from(source: str, address) -> socket.socket:
     sock.bind((source, 0))
     sock.connect(address)
     return sock
-
-
-def everything_received(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # -- the list itself ------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import pytest
 from master_peers import (
@@ -39,6 +37,7 @@ from skyllh_cluster.compute_node import ComputeNode, MasterClosedConnection, Sto
 from skyllh_cluster.master import MasterServer, TLSHandshakeError
 from skyllh_cluster.master_node import MasterNode
 from skyllh_cluster.tls import client_context, looks_like_tls_record, server_context
+from tls_peers import TLSPeer, everything_received
 
 tls_certs = pytest.importorskip("tls_certs")
 if tls_certs.OPENSSL is None:  # pragma: no cover - Debian and the CI image have it
@@ -60,65 +59,6 @@ def node_context(pki: Dict[str, str], cert: Optional[str] = "node") -> ssl.SSLCo
     if cert is None:
         return client_context(pki["ca.pem"])
     return client_context(pki["ca.pem"], pki[f"{cert}.pem"], pki[f"{cert}.key"])
-
-
-class TLSPeer:
-    """A raw compute node inside TLS: writes exact bytes, reads exact bytes, unpickles nothing."""
-
-    def __init__(self, address: Tuple[str, int], context: ssl.SSLContext, rcvbuf: Optional[int] = None) -> None:
-        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connecting: the window is then small from the start
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        raw.settimeout(WAIT)
-        try:
-            raw.connect(address)
-            self.sock = context.wrap_socket(raw, server_hostname=address[0])
-        except BaseException:
-            raw.close()
-            raise
-
-    def read_exact(self, size: int) -> bytes:
-        chunks = []
-        while size:
-            chunk = self.sock.recv(size)
-            if not chunk:
-                raise EOFError(f"EOF with {size} bytes still expected")
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
-
-    def read_to_end(self) -> Tuple[bytes, Optional[BaseException]]:
-        """Every application byte until the master closes, and the error that ended it, if any."""
-        chunks = []
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            try:
-                chunk = self.sock.recv(65536)
-            except (ssl.SSLError, ConnectionError) as exc:
-                return b"".join(chunks), exc
-            if not chunk:
-                return b"".join(chunks), None
-            chunks.append(chunk)
-        raise TimeoutError("the master did not close the connection")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def plain_read_to_end(sock: socket.socket) -> bytes:
-    chunks = []
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    else:
-        raise TimeoutError("the master did not close the connection")
-    return b"".join(chunks)
 
 
 # -- mutual TLS: the happy path ---------------------------------------------------------------
@@ -292,7 +232,7 @@ def test_without_a_valid_client_certificate_a_node_never_takes_a_slot_nor_gets_a
                 plain.sendall(register_frame())
             except ConnectionError:
                 pass
-            plain_bytes = plain_read_to_end(plain)
+            plain_bytes = everything_received(plain)
         finally:
             plain.close()
         wait_for(lambda: not master.connections, "the master to close the refused connections")
@@ -323,8 +263,8 @@ def test_a_handshake_counts_against_the_registration_bound(pki, caplog):
         half = socket.create_connection(address, timeout=WAIT)
         try:
             half.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, and no more
-            assert plain_read_to_end(silent) == b""
-            answer = plain_read_to_end(half)
+            assert everything_received(silent) == b""
+            answer = everything_received(half)
             assert answer == b"" or looks_like_tls_record(answer)
             wait_for(lambda: not master.connections, "the stalled handshakes to be closed")
             good = TLSPeer(address, node_context(pki))

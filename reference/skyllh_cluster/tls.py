@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import ipaddress
 import ssl
-from dataclasses import dataclass
 from typing import Iterable, Optional, Tuple, Union
 
-from .clauses import Level, Role
+from .clauses import Clause, Level, Role
 
 __all__ = [
     "server_context",
     "client_context",
     "AllowList",
     "looks_like_tls_record",
-    "TLSClause",
     "TLS_CLAUSES",
     "MINIMUM_VERSION",
 ]
@@ -43,35 +41,24 @@ MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 
-@dataclass(frozen=True)
-class TLSClause:
-    """One numbered requirement of ``spec/tls-profile.md``."""
-
-    id: str
-    level: Level
-    role: Role
-    title: str
-
-    def __str__(self) -> str:
-        return f"{self.id} ({self.level.value}): {self.title}"
-
-
 _M, _S = Level.MUST, Level.SHOULD
 _ANY, _MST, _CN = Role.ANY, Role.MASTER, Role.COMPUTE_NODE
 
 _TABLE = (
-    TLSClause("TLS-1", _M, _ANY, "In the TLS profile every connection is TLS 1.2 or later, and frames run unchanged inside it"),
-    TLSClause("TLS-2", _M, _MST, "The master presents a certificate chain for the name compute nodes connect to"),
-    TLSClause("TLS-3", _M, _CN, "The compute node verifies the master's certificate against its configured CA and the host name"),
-    TLSClause("TLS-4", _M, _MST, "In mutual TLS the master admits only a client certificate that verifies against its CA"),
-    TLSClause("TLS-5", _M, _ANY, "A failed handshake or a plain peer costs only its connection, and nothing of it is decoded"),
-    TLSClause("TLS-6", _M, _ANY, "The mode is configuration: neither role ever falls back to plain TCP"),
-    TLSClause("TLS-7", _M, _MST, "The master completes handshakes without blocking, within the registration bound"),
-    TLSClause("TLS-8", _S, _MST, "The master closes a connection from outside its allow-list at accept, before reading from it"),
-    TLSClause("TLS-9", _M, _ANY, "The plain profile stays the default and byte-compatible with the original"),
+    Clause("TLS-1", _M, _ANY, "In the TLS profile every connection is TLS 1.2 or later, and frames run unchanged inside it"),
+    Clause("TLS-2", _M, _MST, "The master presents a certificate chain for the name compute nodes connect to"),
+    Clause("TLS-3", _M, _CN, "The compute node verifies the master's certificate against its configured CA and the host name"),
+    Clause("TLS-4", _M, _MST, "In mutual TLS the master admits only a client certificate that verifies against its CA"),
+    Clause("TLS-5", _M, _ANY, "A failed handshake or a plain peer costs only its connection, and nothing of it is decoded"),
+    Clause("TLS-6", _M, _ANY, "The mode is configuration: neither role ever falls back to plain TCP"),
+    Clause("TLS-7", _M, _MST, "The master completes handshakes without blocking, within the registration bound"),
+    Clause("TLS-8", _S, _MST, "The master closes a connection from outside its allow-list at accept, before reading from it"),
+    Clause("TLS-9", _M, _ANY, "The plain profile stays the default and byte-compatible with the original"),
 )
 
-#: The clauses of the TLS profile by ID, in the order of ``spec/tls-profile.md``.
+#: The clauses of the TLS profile by ID, in the order of ``spec/tls-profile.md``:
+#: :class:`~skyllh_cluster.clauses.Clause` objects, in a table of their own
+#: until the profile's range joins ``CLAUSES``.
 TLS_CLAUSES = {clause.id: clause for clause in _TABLE}
 
 
