@@ -12,24 +12,16 @@ import logging
 import socket
 
 import pytest
-from master_peers import GOLDEN_ACK, WAIT, Background, RawNode, msg_frame, register_frame, wait_for
+from master_peers import GOLDEN_ACK, WAIT, Background, RawNode, msg_frame, wait_for
 
 from skyllh_cluster.commands import MSG
 from skyllh_cluster.master import MasterServer
 from skyllh_cluster.master_node import MasterNode
 from skyllh_cluster.tls import AllowList
-from tls_peers import everything_received
+from tls_peers import SourcePeer
 
 HOST = "127.0.0.1"
 OUTSIDER = "127.0.0.2"
-
-
-def connect_from(source: str, address) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.settimeout(WAIT)
-    sock.bind((source, 0))
-    sock.connect(address)
-    return sock
 
 
 # -- the list itself ------------------------------------------------------------------------------
@@ -68,14 +60,14 @@ def test_a_connection_from_outside_gets_nothing_and_costs_no_slot(caplog):
     with MasterServer(allow=f"{HOST}/32") as master:
         address = master.listen(HOST, 0)
         registering = Background(lambda: master.register(1, timeout=WAIT))
-        outsiders = [connect_from(OUTSIDER, address) for _ in range(3)]
+        outsiders = [SourcePeer(address, OUTSIDER) for _ in range(3)]
         try:
             for outsider in outsiders:
                 try:
-                    outsider.sendall(register_frame())
+                    outsider.register()
                 except ConnectionError:  # refused before the frame was out
                     pass
-            received = [everything_received(outsider) for outsider in outsiders]
+            received = [outsider.read_to_eof() for outsider in outsiders]
             wait_for(lambda: master.refused == 3, "the master to refuse the three connections")
             assert master.connections == [] and master.nodes == []
             insider = RawNode(address)
@@ -108,9 +100,9 @@ def test_the_refusal_log_is_bounded_over_many_sources(caplog, monkeypatch):
         registering = Background(lambda: master.register(1, timeout=WAIT))
         sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.2"]
         for index, source in enumerate(sources, 1):
-            sock = connect_from(source, address)
+            sock = SourcePeer(address, source)
             try:
-                assert everything_received(sock) == b""
+                assert sock.read_to_eof() == b""
             finally:
                 sock.close()
             wait_for(lambda: master.refused == index, "the refusal")
@@ -130,9 +122,9 @@ def test_master_node_takes_the_allow_list_as_a_parameter():
     with MasterNode(allow=[f"{HOST}/32"]) as master:
         registering = Background(lambda: master.register_compute_nodes(1, master_port=0, host=HOST, timeout=WAIT))
         address = wait_for(lambda: master.master_address, "the master to listen")
-        outsider = connect_from(OUTSIDER, address)
+        outsider = SourcePeer(address, OUTSIDER)
         try:
-            assert everything_received(outsider) == b""
+            assert outsider.read_to_eof() == b""
         finally:
             outsider.close()
         insider = RawNode(address)

@@ -22,9 +22,9 @@ from master_peers import (
     GOLDEN_SHUTDOWN,
     WAIT,
     Background,
+    RawNode,
     expected_node_output,
     msg_frame,
-    register_frame,
     start_master_cli,
     subprocess_env,
     wait_exit,
@@ -37,7 +37,7 @@ from skyllh_cluster.compute_node import ComputeNode, MasterClosedConnection, Sto
 from skyllh_cluster.master import MasterServer, TLSHandshakeError
 from skyllh_cluster.master_node import MasterNode
 from skyllh_cluster.tls import client_context, looks_like_tls_record, server_context
-from tls_peers import TLSPeer, everything_received
+from tls_peers import TLSPeer
 
 tls_certs = pytest.importorskip("tls_certs")
 if tls_certs.OPENSSL is None:  # pragma: no cover - Debian and the CI image have it
@@ -71,7 +71,7 @@ def test_mutual_tls_registration_broadcast_and_shutdown_carry_the_original_frame
         peers = [TLSPeer(address, node_context(pki)) for _ in range(3)]
         try:
             for peer in peers:
-                peer.sock.sendall(register_frame())
+                peer.register()
             for peer in peers:
                 assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
                 assert peer.sock.version() == "TLSv1.3"
@@ -102,7 +102,7 @@ def test_the_python_send_loop_serves_tls_nodes_even_where_the_c_loop_is_built(pk
         registering = Background(lambda: master.register(1, timeout=WAIT))
         peer = TLSPeer(address, node_context(pki))
         try:
-            peer.sock.sendall(register_frame())
+            peer.register()
             assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
             registering.result()
             assert master.broadcast(MSG(7)).ok
@@ -125,7 +125,7 @@ def test_a_broadcast_spread_over_threads_writes_each_tls_connection_from_one_thr
         peers = [TLSPeer(address, node_context(pki)) for _ in range(6)]
         try:
             for peer in peers:
-                peer.sock.sendall(register_frame())
+                peer.register()
                 assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
             registering.result()
             for index in range(3):
@@ -168,7 +168,7 @@ def test_a_tls_node_that_reads_slowly_gets_every_byte_in_order(pki):
         registering = Background(lambda: master.register(1, timeout=WAIT))
         peer = TLSPeer(address, node_context(pki), rcvbuf=4096)
         try:
-            peer.sock.sendall(register_frame())
+            peer.register()
             assert peer.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
             registering.result()
             queued = 0
@@ -219,27 +219,27 @@ def test_without_a_valid_client_certificate_a_node_never_takes_a_slot_nor_gets_a
             peer = TLSPeer(address, node_context(pki, cert))
             try:
                 try:
-                    peer.sock.sendall(register_frame())
+                    peer.register()
                 except (ssl.SSLError, ConnectionError) as exc:  # the master was quicker to refuse
                     outcomes[name] = (b"", exc)
                 else:
                     outcomes[name] = peer.read_to_end()
             finally:
                 peer.close()
-        plain = socket.create_connection(address, timeout=WAIT)
+        plain = RawNode(address)
         try:
             try:
-                plain.sendall(register_frame())
+                plain.register()
             except ConnectionError:
                 pass
-            plain_bytes = everything_received(plain)
+            plain_bytes = plain.read_to_eof()
         finally:
             plain.close()
         wait_for(lambda: not master.connections, "the master to close the refused connections")
         assert master.nodes == []
         good = TLSPeer(address, node_context(pki))
         try:
-            good.sock.sendall(register_frame())
+            good.register()
             assert good.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
             assert len(registering.result()) == 1
             assert master.broadcast(MSG("secret")).ok
@@ -259,17 +259,17 @@ def test_a_handshake_counts_against_the_registration_bound(pki, caplog):
     with MasterServer(ssl_context=mutual_context(pki), registration_timeout=0.3) as master:
         address = master.listen(HOST, 0)
         registering = Background(lambda: master.register(1, timeout=WAIT))
-        silent = socket.create_connection(address, timeout=WAIT)
-        half = socket.create_connection(address, timeout=WAIT)
+        silent = RawNode(address)
+        half = RawNode(address)
         try:
-            half.sendall(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, and no more
-            assert everything_received(silent) == b""
-            answer = everything_received(half)
+            half.send(b"\x16\x03\x01\x02\x00\x01")  # the start of a ClientHello, and no more
+            assert silent.read_to_eof() == b""
+            answer = half.read_to_eof()
             assert answer == b"" or looks_like_tls_record(answer)
             wait_for(lambda: not master.connections, "the stalled handshakes to be closed")
             good = TLSPeer(address, node_context(pki))
             try:
-                good.sock.sendall(register_frame())
+                good.register()
                 assert good.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
                 registering.result()
             finally:

@@ -41,18 +41,16 @@ class TLSPeer(RawNode):
         raise TimeoutError("the master did not close the connection")
 
 
-def everything_received(sock: socket.socket) -> bytes:
-    """Every byte a plain socket gets until the master closes or resets it (bounded)."""
-    chunks = []
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
+class SourcePeer(RawNode):
+    """A raw plain peer whose connection comes from ``source`` (another loopback address)."""
+
+    def __init__(self, address: Tuple[str, int], source: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.settimeout(WAIT)
         try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    else:
-        raise TimeoutError("the master did not close the connection")
-    return b"".join(chunks)
+            self.sock.bind((source, 0))
+            self.sock.connect(address)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.reset = False
