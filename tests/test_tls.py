@@ -10,6 +10,7 @@ The frames expected inside TLS are the original's (TLS-1: unchanged).
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import ssl
 import subprocess
@@ -428,6 +429,32 @@ def test_cli_master_and_compute_node_with_mutual_tls(pki):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_cli_master_serves_the_conformance_scenario_over_mutual_tls(pki):
+    # What the kit would point --tls-* options at: every scenario payload,
+    # in order, inside TLS, to a node with a valid client certificate.
+    from skyllh_cluster.scenario import SCENARIO_PAYLOADS
+
+    process, stderr = start_master_cli(
+        "--scenario", "conformance", "--host", HOST, "--port", "0",
+        "--tls-cert", pki["master.pem"], "--tls-key", pki["master.key"],
+        "--tls-ca", pki["ca.pem"], "--tls-require-client-cert",
+    )
+    try:
+        port = int(stderr.wait_for(r"^listening on [\d.]+:(\d+)$").group(1))
+        done = run_node_cli(port, "--tls-ca", pki["ca.pem"], "--tls-cert", pki["node.pem"], "--tls-key", pki["node.key"])
+        refused = run_node_cli(port)  # a plain node: refused, one line
+        process.send_signal(signal.SIGTERM)
+        assert wait_exit(process) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == expected_node_output(HOST, port, 20, SCENARIO_PAYLOADS, kind="cli")
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1 and "TLS" in refused.stderr
+    assert stderr.rest()[-1] == "stopped after serving 1 compute node(s)"
 
 
 @pytest.mark.parametrize(
