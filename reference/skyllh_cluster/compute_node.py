@@ -70,7 +70,7 @@ from .protocol.connection import Connection
 from .protocol.events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
 from .protocol.states import State
 from .srvclt import send_to_socket
-from .tls import client_context, looks_like_tls_record
+from .tls import client_context, failure_reason, looks_like_tls_record
 from .wire.framing import HEADER_SIZE, MAX_PAYLOAD
 
 __all__ = [
@@ -326,9 +326,8 @@ class ComputeNode:
                 raise
             # With TLS 1.3 a master that refuses this node's certificate may
             # close before the RegisterCN is out (TLS-4).
-            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
             raise TLSFailure(
-                f"TLS with the master at {self._master()} failed while sending RegisterCN: {reason!s:.200} "
+                f"TLS with the master at {self._master()} failed while sending RegisterCN: {failure_reason(exc)} "
                 "(does the master accept this node's certificate?)"
             ) from exc
         try:
@@ -366,9 +365,8 @@ class ComputeNode:
                 f"the master at {self._master()} failed certificate verification (TLS-3): {exc.verify_message}"
             ) from exc
         except (ssl.SSLError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
             raise TLSFailure(
-                f"TLS handshake with the master at {self._master()} failed: {reason!s:.200} "
+                f"TLS handshake with the master at {self._master()} failed: {failure_reason(exc)} "
                 "(is the master in the TLS profile, and does it accept this node's certificate?)"
             ) from exc
         logger.info("TLS with master %s: %s", self._master(), self.sock.version())  # type: ignore[attr-defined]
@@ -428,8 +426,7 @@ class ComputeNode:
         except ssl.SSLError as exc:
             # With TLS 1.3 a master that refuses this node's certificate says
             # so after the node's side of the handshake is done: here (TLS-4).
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            raise TLSFailure(f"TLS with the master at {self._master()} failed: {reason!s:.200}") from exc
+            raise TLSFailure(f"TLS with the master at {self._master()} failed: {failure_reason(exc)}") from exc
         if self._first_bytes is None:
             self._first_bytes = data[:3]
         self._conn.receive_data(data)

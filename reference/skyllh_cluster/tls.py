@@ -31,6 +31,7 @@ __all__ = [
     "client_context",
     "AllowList",
     "looks_like_tls_record",
+    "failure_reason",
     "TLS_CLAUSES",
     "MINIMUM_VERSION",
 ]
@@ -132,6 +133,17 @@ def looks_like_tls_record(data: bytes) -> bool:
     pickle starts with, so the two cannot be confused (TLS-5).
     """
     return len(data) >= 3 and data[0] in (0x15, 0x16) and data[1] == 0x03 and data[2] <= 0x04
+
+
+def failure_reason(error: OSError) -> str:
+    """A TLS or socket error's reason in a few words, for one log or error line.
+
+    OpenSSL's reason code (``CERTIFICATE_VERIFY_FAILED``,
+    ``WRONG_VERSION_NUMBER``) when there is one, else the system's message,
+    else the error's type; at most 200 characters.
+    """
+    reason = getattr(error, "reason", None) or error.strerror or type(error).__name__
+    return str(reason)[:200]
 
 
 class AllowList:

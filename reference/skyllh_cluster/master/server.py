@@ -51,7 +51,7 @@ from .fdlimit import available_memory, ensure_fd_limit, fd_limit
 from .node import BEHIND, Node, send_frame_to_each
 from .poller import READ, WRITE, DefaultPoller, Poller
 from .reports import BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError, TLSHandshakeError
-from ..tls import AllowList, looks_like_tls_record
+from ..tls import AllowList, failure_reason, looks_like_tls_record
 
 __all__ = ["MasterServer", "ProgressCallback"]
 
@@ -779,8 +779,7 @@ class MasterServer:
             self._watch(node, _READ_WRITE)
             return
         except OSError as exc:  # ssl.SSLError included: a bad certificate, a plain peer, a reset
-            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
-            self._drop(node, TLSHandshakeError(f"TLS handshake failed: {reason!s:.200}"))
+            self._drop(node, TLSHandshakeError(f"TLS handshake failed: {failure_reason(exc)}"))
             return
         node.handshaking = False
         logger.debug("compute node %s: TLS handshake done (%s)", node.key, sock.version())
