@@ -205,6 +205,32 @@ def test_master_node_and_compute_node_speak_mutual_tls(pki):
     assert received == [{"a": 1}]
 
 
+@pytest.mark.parametrize("cert", ["node", "other-node", None], ids=["valid", "another CA", "none"])
+def test_tls_1_2_is_the_floor_and_checks_client_certificates_in_the_handshake(pki, cert):
+    # With TLS 1.2 the master checks the client certificate before the
+    # node's handshake ends: a refused node fails in its handshake.
+    context = node_context(pki, cert)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with MasterServer(ssl_context=mutual_context(pki)) as master:
+        address = master.listen(HOST, 0)
+        registering = Background(lambda: master.register(1, timeout=WAIT))
+        if cert == "node":
+            node = ComputeNode(20, HOST, address[1], echo=False, ssl_context=context)
+            try:
+                assert node.sock.version() == "TLSv1.2"  # type: ignore[union-attr]
+                assert len(registering.result()) == 1
+            finally:
+                node.close()
+            return
+        with pytest.raises(TLSFailure, match="TLS handshake with the master at .* failed"):
+            ComputeNode(20, HOST, address[1], echo=False, ssl_context=context)
+        wait_for(lambda: not master.connections, "the master to close the refused connection")
+        assert master.nodes == []
+        master.stop_listening()
+    with pytest.raises(Exception):
+        registering.result()
+
+
 # -- who never gets a slot or a byte ----------------------------------------------------------
 
 
