@@ -240,7 +240,8 @@ def test_without_a_valid_client_certificate_a_node_never_takes_a_slot_nor_gets_a
         address = master.listen(HOST, 0)
         registering = Background(lambda: master.register(1, timeout=WAIT * 2))
         outcomes = {}
-        for name, cert in (("no certificate", None), ("another CA", "other-node")):
+        refused = (("no certificate", None), ("another CA", "other-node"), ("serverAuth usage only", "master"))
+        for name, cert in refused:
             # TLS 1.3: the node's side of the handshake ends before the master
             # has checked its certificate, so it gets to send its RegisterCN.
             peer = TLSPeer(address, node_context(pki, cert))
@@ -278,7 +279,7 @@ def test_without_a_valid_client_certificate_a_node_never_takes_a_slot_nor_gets_a
         assert isinstance(error, (ssl.SSLError, ConnectionError)), name
     assert plain_bytes == b"" or looks_like_tls_record(plain_bytes)
     failures = [r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()]
-    assert len(failures) == 3, failures
+    assert len(failures) == 4, failures
 
 
 def test_a_handshake_counts_against_the_registration_bound(pki, caplog):
