@@ -12,13 +12,13 @@ import logging
 import socket
 
 import pytest
-from master_peers import GOLDEN_ACK, WAIT, Background, RawNode, msg_frame, wait_for
+from master_peers import GOLDEN_ACK, WAIT, Background, RawNode, msg_frame, register_frame, wait_for
 
 from skyllh_cluster.commands import MSG
 from skyllh_cluster.master import MasterServer
 from skyllh_cluster.master_node import MasterNode
 from skyllh_cluster.tls import AllowList
-from tls_peers import SourcePeer
+from tls_peers import received_from
 
 HOST = "127.0.0.1"
 OUTSIDER = "127.0.0.2"
@@ -60,28 +60,18 @@ def test_a_connection_from_outside_gets_nothing_and_costs_no_slot(caplog):
     with MasterServer(allow=f"{HOST}/32") as master:
         address = master.listen(HOST, 0)
         registering = Background(lambda: master.register(1, timeout=WAIT))
-        outsiders = [SourcePeer(address, OUTSIDER) for _ in range(3)]
+        received = [received_from(address, OUTSIDER, register_frame()) for _ in range(3)]
+        wait_for(lambda: master.refused == 3, "the master to refuse the three connections")
+        assert master.connections == [] and master.nodes == []
+        insider = RawNode(address)
         try:
-            for outsider in outsiders:
-                try:
-                    outsider.register()
-                except ConnectionError:  # refused before the frame was out
-                    pass
-            received = [outsider.read_to_eof() for outsider in outsiders]
-            wait_for(lambda: master.refused == 3, "the master to refuse the three connections")
-            assert master.connections == [] and master.nodes == []
-            insider = RawNode(address)
-            try:
-                insider.register()
-                assert insider.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
-                assert [node.addr for node in registering.result()] == [HOST]
-                assert master.broadcast(MSG("inside")).ok
-                assert insider.read_exact(len(msg_frame("inside"))) == msg_frame("inside")
-            finally:
-                insider.close()
+            insider.register()
+            assert insider.read_exact(len(GOLDEN_ACK)) == GOLDEN_ACK
+            assert [node.addr for node in registering.result()] == [HOST]
+            assert master.broadcast(MSG("inside")).ok
+            assert insider.read_exact(len(msg_frame("inside"))) == msg_frame("inside")
         finally:
-            for outsider in outsiders:
-                outsider.close()
+            insider.close()
     assert received == [b"", b"", b""]
     refusals = [r for r in caplog.records if "outside the allow-list" in r.getMessage()]
     assert len(refusals) == 1, "logged once per source"
@@ -100,11 +90,7 @@ def test_the_refusal_log_is_bounded_over_many_sources(caplog, monkeypatch):
         registering = Background(lambda: master.register(1, timeout=WAIT))
         sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.2"]
         for index, source in enumerate(sources, 1):
-            sock = SourcePeer(address, source)
-            try:
-                assert sock.read_to_eof() == b""
-            finally:
-                sock.close()
+            assert received_from(address, source) == b""
             wait_for(lambda: master.refused == index, "the refusal")
         insider = RawNode(address)
         try:
@@ -122,11 +108,7 @@ def test_master_node_takes_the_allow_list_as_a_parameter():
     with MasterNode(allow=[f"{HOST}/32"]) as master:
         registering = Background(lambda: master.register_compute_nodes(1, master_port=0, host=HOST, timeout=WAIT))
         address = wait_for(lambda: master.master_address, "the master to listen")
-        outsider = SourcePeer(address, OUTSIDER)
-        try:
-            assert outsider.read_to_eof() == b""
-        finally:
-            outsider.close()
+        assert received_from(address, OUTSIDER) == b""
         insider = RawNode(address)
         try:
             insider.register()

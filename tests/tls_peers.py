@@ -54,3 +54,23 @@ class SourcePeer(RawNode):
             self.sock.close()
             raise
         self.reset = False
+
+
+def received_from(address: Tuple[str, int], source: str, data: bytes = b"") -> bytes:
+    """Connect from ``source``, send ``data``, and return every byte the master sends before it closes.
+
+    A master that resets the connection at once may do so before
+    ``connect`` returns, or while ``data`` is sent: that, too, is nothing received.
+    """
+    try:
+        peer = SourcePeer(address, source)
+    except ConnectionError:
+        return b""
+    try:
+        try:
+            peer.send(data)
+        except ConnectionError:
+            pass
+        return peer.read_to_eof()
+    finally:
+        peer.close()
