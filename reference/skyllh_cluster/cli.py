@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import socket
+import ssl
 import sys
 from typing import IO, Any, List, Optional, Sequence
 
@@ -24,6 +25,7 @@ from .master.node import Node
 from .master.reports import BroadcastResult, RegistrationTimeout
 from .master.server import MasterServer
 from .scenario import SCENARIO_PAYLOADS
+from .tls import AllowList, server_context
 
 __all__ = [
     "main",
@@ -68,6 +70,11 @@ examples:
 
   # on each compute node host (the original's arguments)
   skyllh-cluster compute-node master.example.org 9999 --live-time 3600
+
+  # the TLS profile with mutual TLS, and only nodes from 10.1.0.0/16 (see the README)
+  skyllh-cluster master --host master.example.org --n-cn 3 --allow 10.1.0.0/16 \
+      --tls-cert master.pem --tls-key master.key --tls-ca ca.pem --tls-require-client-cert
+  skyllh-cluster compute-node master.example.org 9999 --tls-ca ca.pem --tls-cert node.pem --tls-key node.key
 
   # the conformance scenario, on a free port printed on stderr, until Ctrl-C
   skyllh-cluster master --scenario conformance --host 127.0.0.1 --port 0
@@ -165,6 +172,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="a node that leaves bytes untaken for S seconds fails; a slow node holds a line's broadcast "
         "to the others for at most 1 s (default: 60)",
     )
+    master.add_argument(
+        "--allow",
+        metavar="NETS",
+        help="accept connections only from these comma-separated networks and addresses, e.g. "
+        "10.0.0.0/8,192.0.2.5; others are closed at accept and logged once per source (default: anyone)",
+    )
+    tls = master.add_argument_group(
+        "TLS profile (spec/tls-profile.md)",
+        "With --tls-cert every connection is TLS (1.2 at least); a plain one is closed, never served.",
+    )
+    tls.add_argument("--tls-cert", metavar="FILE", help="PEM file with the master's certificate chain")
+    tls.add_argument("--tls-key", metavar="FILE", help="PEM file with its private key (default: in --tls-cert)")
+    tls.add_argument("--tls-ca", metavar="FILE", help="PEM file with the CA that signs the compute nodes' certificates")
+    tls.add_argument(
+        "--tls-require-client-cert",
+        action="store_true",
+        help="mutual TLS: admit only nodes whose client certificate verifies against --tls-ca",
+    )
     return parser
 
 
@@ -198,7 +223,27 @@ def _master_usage_error(args: Any) -> Optional[str]:
         return f"--send-timeout must not be negative, not {args.send_timeout:g}"
     if not 0 < args.unregistered_fraction <= 1:
         return f"--unregistered-fraction must be above 0 and at most 1, not {args.unregistered_fraction:g}"
+    if args.tls_cert is None and (args.tls_key or args.tls_ca or args.tls_require_client_cert):
+        return "--tls-key, --tls-ca and --tls-require-client-cert need --tls-cert (the master's certificate)"
+    if args.tls_require_client_cert and args.tls_ca is None:
+        return "--tls-require-client-cert needs --tls-ca (the CA that signs the nodes' certificates)"
     return None
+
+
+def _access_options(args: Any) -> "tuple[Optional[ssl.SSLContext], Optional[AllowList]]":
+    """The TLS context and allow-list of the master's options; raises ValueError or OSError when they are bad."""
+    allow = None if args.allow is None else AllowList.parse(args.allow)
+    if args.tls_cert is None:
+        return None, allow
+    try:
+        context = server_context(
+            args.tls_cert, args.tls_key, cafile=args.tls_ca, require_client_cert=args.tls_require_client_cert
+        )
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot load the TLS files: {exc.reason or exc}") from exc
+    except OSError as exc:
+        raise ValueError(f"cannot load the TLS files: {exc.filename or ''}: {exc.strerror or exc}") from exc
+    return context, allow
 
 
 def _run_master(args: Any, debug: bool) -> int:
@@ -207,10 +252,18 @@ def _run_master(args: Any, debug: bool) -> int:
     if problem is not None:
         print(f"skyllh-cluster master: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        context, allow = _access_options(args)
+    except ValueError as exc:
+        print(f"skyllh-cluster master: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     host = args.host if args.host is not None else _default_host()
     try:
         with MasterServer(
-            registration_timeout=args.registration_timeout, unregistered_fraction=args.unregistered_fraction
+            registration_timeout=args.registration_timeout,
+            unregistered_fraction=args.unregistered_fraction,
+            ssl_context=context,
+            allow=allow,
         ) as server:
             if args.scenario is not None:
                 return _serve_scenario(server, host, args.port)

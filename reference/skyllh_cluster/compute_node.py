@@ -56,6 +56,7 @@ import enum
 import logging
 import os
 import socket
+import ssl
 import sys
 import time
 from types import TracebackType
@@ -69,6 +70,7 @@ from .protocol.connection import Connection
 from .protocol.events import NEED_DATA, ConnectionClosed, Event, UndecodableFrame
 from .protocol.states import State
 from .srvclt import send_to_socket
+from .tls import client_context, failure_reason, looks_like_tls_record
 from .wire.framing import HEADER_SIZE, MAX_PAYLOAD
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "RegistrationRefused",
     "LiveTimeOverBeforeAck",
     "MasterClosedConnection",
+    "TLSFailure",
     "StdoutClosed",
     "Stop",
     "OutputFormat",
@@ -88,6 +91,7 @@ __all__ = [
     "add_arguments",
     "run_compute_node",
     "run_from_arguments",
+    "ssl_context_from_arguments",
     "main",
 ]
 
@@ -147,6 +151,15 @@ class MasterClosedConnection(ComputeNodeError):
     """The master closed (or reset) the connection before sending ShutdownCN."""
 
 
+class TLSFailure(ComputeNodeError):
+    """TLS with the master failed: its certificate did not verify, the handshake failed, or one side is plain.
+
+    Raised too when a node in plain mode gets a TLS record instead of an ACK:
+    the master speaks the TLS profile (``spec/tls-profile.md``, TLS-5).  The
+    node never falls back to the other mode (TLS-6).
+    """
+
+
 class OutputFormat(enum.Enum):
     """How the default :meth:`ComputeNode.handle_message` prints a MSG value."""
 
@@ -192,6 +205,12 @@ class ComputeNode:
             (``MSG <json>``, clause SCN-3, the default) or
             :attr:`OutputFormat.LEGACY` (the original's line), or their
             values ``"json"`` and ``"legacy"``.
+        ssl_context: The TLS profile (``spec/tls-profile.md``): a client-side
+            :class:`ssl.SSLContext` (see
+            :func:`skyllh_cluster.tls.client_context`), which verifies the
+            master's certificate against its CA and ``master_addr`` (TLS-3)
+            and may carry the node's client certificate.  ``None`` (the
+            default): plain TCP, as the original.
 
     Raises:
         TypeError: an argument has the wrong type.
@@ -200,6 +219,7 @@ class ComputeNode:
         LiveTimeOverBeforeAck: no ACK within the live time.
         MasterClosedConnection: the master closed before acknowledging.
         StdoutClosed: stdout was closed when a status line was printed.
+        TLSFailure: TLS with the master failed, or only one side speaks it.
         OSError: the connection could not be made.
     """
 
@@ -215,7 +235,12 @@ class ComputeNode:
         on_message: Optional[Callable[[Any], None]] = None,
         echo: bool = True,
         output: Union[OutputFormat, str] = OutputFormat.JSON,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}")
+        self._ssl_context = ssl_context
+        self._first_bytes: Optional[bytes] = None
         self.live_time = live_time
         self.master_addr = master_addr
         self.master_port = master_port
@@ -291,10 +316,24 @@ class ComputeNode:
             )
         except socket.timeout as exc:
             raise LiveTimeOverBeforeAck(f"could not connect to the master at {self._master()} within the live time") from exc
-        send_to_socket(self.sock, self._conn.send(RegisterCN(int(self._start_time), self._live_time)))
+        if self._ssl_context is not None:
+            self._start_tls()
+        frame = self._conn.send(RegisterCN(int(self._start_time), self._live_time))
+        try:
+            send_to_socket(self.sock, frame)
+        except (ssl.SSLError, ConnectionError) as exc:
+            if self._ssl_context is None:
+                raise
+            # With TLS 1.3 a master that refuses this node's certificate may
+            # close before the RegisterCN is out (TLS-4).
+            raise TLSFailure(
+                f"TLS with the master at {self._master()} failed while sending RegisterCN: {failure_reason(exc)} "
+                "(does the master accept this node's certificate?)"
+            ) from exc
         try:
             event = self._next_event()
         except RemoteProtocolError as exc:
+            self._refuse_if_master_speaks_tls()
             raise RegistrationRefused(
                 "CN-4",
                 f"the master at {self._master()} did not reply to RegisterCN with an ACK: {_excerpt(exc)}",
@@ -303,9 +342,42 @@ class ComputeNode:
         if event is None:
             raise LiveTimeOverBeforeAck(f"the master at {self._master()} did not acknowledge the registration within the live time")
         if isinstance(event, ConnectionClosed):
-            raise MasterClosedConnection(f"the master at {self._master()} closed the connection before acknowledging the registration")
+            self._refuse_if_master_speaks_tls()
+            if self._ssl_context is None:
+                hint = " (a master in the TLS profile closes plain connections: --tls-ca)"
+            else:
+                hint = " (a master in mutual TLS closes nodes whose TLS certificate it does not accept)"
+            raise MasterClosedConnection(
+                f"the master at {self._master()} closed the connection before acknowledging the registration{hint}"
+            )
         # The connection accepts nothing but an ACK here; anything else raised above.
         logger.info("registered to master %s for %d seconds", self._master(), self._live_time)
+
+    def _start_tls(self) -> None:
+        """The TLS handshake, within the live time (the socket's timeout); never a fallback (TLS-6)."""
+        context = cast(ssl.SSLContext, self._ssl_context)
+        try:
+            self.sock = context.wrap_socket(cast(socket.socket, self.sock), server_hostname=self._master_addr)
+        except socket.timeout as exc:
+            raise LiveTimeOverBeforeAck(f"no TLS handshake with the master at {self._master()} within the live time") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise TLSFailure(
+                f"the master at {self._master()} failed certificate verification (TLS-3): {exc.verify_message}"
+            ) from exc
+        except (ssl.SSLError, ConnectionError) as exc:
+            raise TLSFailure(
+                f"TLS handshake with the master at {self._master()} failed: {failure_reason(exc)} "
+                "(is the master in the TLS profile, and does it accept this node's certificate?)"
+            ) from exc
+        logger.info("TLS with master %s: %s", self._master(), self.sock.version())  # type: ignore[attr-defined]
+
+    def _refuse_if_master_speaks_tls(self) -> None:
+        """Raise :class:`TLSFailure` when a plain node's first bytes from the master were a TLS record."""
+        if self._ssl_context is None and self._first_bytes is not None and looks_like_tls_record(self._first_bytes):
+            raise TLSFailure(
+                f"the master at {self._master()} answered with TLS: it is in the TLS profile, "
+                "and this node in plain mode (give it the CA with --tls-ca)"
+            )
 
     # -- receiving ---------------------------------------------------------------------
     def _next_event(self) -> Optional[Event]:
@@ -351,6 +423,12 @@ class ComputeNode:
             # decides whether that was between frames or inside one (FRM-5).
             logger.info("connection to master %s lost: %s", self._master(), exc)
             data = b""
+        except ssl.SSLError as exc:
+            # With TLS 1.3 a master that refuses this node's certificate says
+            # so after the node's side of the handshake is done: here (TLS-4).
+            raise TLSFailure(f"TLS with the master at {self._master()} failed: {failure_reason(exc)}") from exc
+        if self._first_bytes is None:
+            self._first_bytes = data[:3]
         self._conn.receive_data(data)
 
     # -- serving -----------------------------------------------------------------------
@@ -517,6 +595,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "what the conformance kit reads), 'legacy' is the original's 'Received general message: ...' "
         "(default: %(default)s)",
     )
+    tls = parser.add_argument_group(
+        "TLS profile (spec/tls-profile.md)",
+        "With --tls-ca or --tls-cert the node speaks TLS only, never plain TCP: it verifies the master's "
+        "certificate against the CA and MASTER_ADDR, and refuses (exit 1) one that does not verify.",
+    )
+    tls.add_argument("--tls-ca", metavar="FILE", help="PEM file with the CA that signs the master's certificate")
+    tls.add_argument("--tls-cert", metavar="FILE", help="PEM file with this node's client certificate (mutual TLS)")
+    tls.add_argument("--tls-key", metavar="FILE", help="PEM file with its private key (default: in --tls-cert)")
+
+
+def ssl_context_from_arguments(args: argparse.Namespace) -> Optional[ssl.SSLContext]:
+    """The client context that ``--tls-ca``, ``--tls-cert`` and ``--tls-key`` describe; ``None`` for plain mode.
+
+    Raises:
+        ValueError: ``--tls-key`` without ``--tls-cert``.
+        OSError, ssl.SSLError: a file cannot be read or holds no valid PEM.
+    """
+    ca, cert, key = getattr(args, "tls_ca", None), getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if ca is None and cert is None:
+        if key is not None:
+            raise ValueError("--tls-key needs --tls-cert")
+        return None
+    return client_context(ca, cert, key)
 
 
 def run_compute_node(
@@ -526,8 +627,11 @@ def run_compute_node(
     *,
     on_message: Optional[Callable[[Any], None]] = None,
     output: Union[OutputFormat, str] = OutputFormat.JSON,
+    ssl_context: Optional[ssl.SSLContext] = None,
 ) -> int:
     """Register with the master at ``host:port``, serve, and return an exit status.
+
+    ``ssl_context`` selects the TLS profile (see :class:`ComputeNode`).
 
     The status lines and each message's line go to stdout; a failure is one
     line on stderr (its traceback is logged at level DEBUG).
@@ -538,7 +642,7 @@ def run_compute_node(
         master; :data:`EXIT_INTERRUPTED` on SIGINT.
     """
     try:
-        with ComputeNode(live_time, host, port, on_message=on_message, output=output) as node:
+        with ComputeNode(live_time, host, port, on_message=on_message, output=output, ssl_context=ssl_context) as node:
             node.handle_requests()
     except KeyboardInterrupt:
         print("compute node: interrupted", file=sys.stderr, flush=True)
@@ -577,7 +681,12 @@ def run_compute_node(
 
 def run_from_arguments(args: argparse.Namespace) -> int:
     """Run the compute node that :func:`add_arguments`' options describe; return the exit status."""
-    return run_compute_node(args.master_addr, args.master_port, args.live_time, output=args.output)
+    try:
+        context = ssl_context_from_arguments(args)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        print(f"compute node: cannot set up TLS: {_excerpt(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    return run_compute_node(args.master_addr, args.master_port, args.live_time, output=args.output, ssl_context=context)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -47,14 +47,16 @@ from __future__ import annotations
 import logging
 import operator
 import socket
+import ssl
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .commands import MSG, Command, RegisterCN, ShutdownCN
 from .master.node import Node
 from .master.reports import BroadcastError, BroadcastResult, RegistrationTimeout
 from .master.server import MAX_QUEUED, MasterServer
 from .protocol.connection import Connection
+from .tls import AllowList
 
 __all__ = ["CNRegistryEntry", "MasterNode", "BroadcastError", "BroadcastResult", "RegistrationTimeout"]
 
@@ -167,13 +169,34 @@ class MasterNode:
             falls behind in it before it returns with the rest queued.
         max_queued: Bytes that may be queued in the master for one node; a
             node over it fails.
+        ssl_context: The TLS profile (``spec/tls-profile.md``): a
+            server-side :class:`ssl.SSLContext`, see
+            :func:`skyllh_cluster.tls.server_context`.  ``None`` (the
+            default): plain TCP, byte for byte the original's.
+        allow: The networks compute nodes may connect from (an
+            :class:`~skyllh_cluster.tls.AllowList`, ``"10.0.0.0/8,192.0.2.5"``
+            or an iterable of networks); others are closed at accept.
+            ``None``: anyone.
     """
 
     def __init__(
-        self, *, send_timeout: Optional[float] = 60.0, slow_node_wait: float = 1.0, max_queued: int = MAX_QUEUED
+        self,
+        *,
+        send_timeout: Optional[float] = 60.0,
+        slow_node_wait: float = 1.0,
+        max_queued: int = MAX_QUEUED,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        allow: "AllowList | str | Iterable[str] | None" = None,
     ) -> None:
         self.send_timeout = send_timeout
-        self._engine_options: Dict[str, Any] = {"slow_node_wait": slow_node_wait, "max_queued": max_queued}
+        if allow is not None and not isinstance(allow, AllowList):
+            allow = AllowList.parse(allow) if isinstance(allow, str) else AllowList(allow)
+        self._engine_options: Dict[str, Any] = {
+            "slow_node_wait": slow_node_wait,
+            "max_queued": max_queued,
+            "ssl_context": ssl_context,
+            "allow": allow,
+        }
         MasterServer(**self._engine_options).close()  # refuses bad options now, not at the first broadcast
         self._server: Optional[MasterServer] = None
         self.cn_registry: Dict[str, CNRegistryEntry] = dict()

@@ -9,7 +9,7 @@ C loop ``_sendmany`` that makes those sends, ``fdlimit`` and ``reports``.
 """
 
 from .node import Node
-from .reports import BroadcastError, BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError
+from .reports import BroadcastError, BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError, TLSHandshakeError
 from .server import MasterServer
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "PeerClosedError",
     "SendTimeoutError",
     "RegistrationTimeout",
+    "TLSHandshakeError",
 ]

@@ -13,6 +13,7 @@ import errno
 import operator
 import os
 import socket
+import ssl
 import time
 from collections import deque
 from typing import Deque, List, Optional, Sequence, Tuple, Union
@@ -23,6 +24,12 @@ from ..protocol.connection import Connection
 __all__ = ["Node", "send_frame_to_each", "outcome_of_send", "BEHIND", "native_send_each"]
 
 _Chunk = Union[bytes, memoryview]
+
+#: What a non-blocking ``send`` raises when the socket cannot take bytes now.
+#: A TLS socket raises ``SSLWantWriteError`` (or, while it waits for a record
+#: from the peer, ``SSLWantReadError``) instead of ``BlockingIOError``; after
+#: either, OpenSSL wants the same bytes offered again, which the outbox does.
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
 
 
 class Node:
@@ -36,6 +43,10 @@ class Node:
         accepted_at: ``time.monotonic()`` when the connection was accepted;
             the registration timeout (MST-7) runs from here.
         failure: Why the engine dropped this node, once it has.
+        tls: Whether ``sock`` is a TLS socket (its sends cannot go through
+            the C loop, which writes to raw descriptors).
+        handshaking: Whether its TLS handshake is still under way; nothing
+            is read from it as protocol bytes until it is done (TLS-5).
     """
 
     __slots__ = (
@@ -51,6 +62,8 @@ class Node:
         "_outbox",
         "events",
         "behind_since",
+        "tls",
+        "handshaking",
     )
 
     def __init__(self, sock: socket.socket, addr: str, port: int, connection: Connection, accepted_at: float) -> None:
@@ -74,6 +87,8 @@ class Node:
         #: ``time.monotonic()`` when bytes were last queued for the node
         #: after none were (meaningful while :attr:`has_queued`).
         self.behind_since = 0.0
+        self.tls = isinstance(sock, ssl.SSLSocket)
+        self.handshaking = False
 
     @property
     def registration(self) -> Optional[RegisterCN]:
@@ -106,8 +121,8 @@ class Node:
             return self.flush()
         try:
             sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
+        except WOULD_BLOCK:
+            sent = 0  # a TLS socket wants these very bytes again: they are queued whole
         return self.queue_unsent(data, sent)
 
     def queue_unsent(self, data: bytes, sent: int) -> bool:
@@ -127,7 +142,7 @@ class Node:
             chunk = outbox[0]
             try:
                 sent = self.sock.send(chunk)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 return False
             if sent < len(chunk):
                 outbox[0] = memoryview(chunk)[sent:]  # type: ignore[index]
@@ -155,6 +170,7 @@ except ImportError:  # pragma: no cover - built wherever a C compiler was at ins
 #: attribute to ``None`` to make :func:`send_frame_to_each` take its Python loop.
 
 _outbox_of = operator.attrgetter("_outbox")
+_tls_of = operator.attrgetter("tls")
 _sock_of = operator.attrgetter("sock")
 _fileno_of = operator.methodcaller("fileno")
 _WOULD_BLOCK = frozenset({errno.EAGAIN, errno.EWOULDBLOCK})
@@ -168,12 +184,14 @@ def send_frame_to_each(frame: bytes, close_after: bool, nodes: Sequence[Node]) -
     :data:`BEHIND`: bytes are queued for the node, and the engine's thread
     writes the frame after them.  The sends are made by the C loop
     (:data:`native_send_each`) when it is built, with the GIL released once
-    per chunk; by one Python loop per chunk when it is not, or when a node
-    of the chunk has bytes queued (rare: the C loop has no way to skip it).
+    per chunk; by one Python loop per chunk when it is not, when a node of
+    the chunk has bytes queued (rare: the C loop has no way to skip it), or
+    when a node of the chunk speaks TLS (the record layer is OpenSSL's, in
+    the process, not the kernel's).
     """
     for node in nodes:
         node.close_when_flushed = close_after
-    if native_send_each is not None and not any(map(_outbox_of, nodes)):
+    if native_send_each is not None and not any(map(_outbox_of, nodes)) and not any(map(_tls_of, nodes)):
         taken = native_send_each(list(map(_fileno_of, map(_sock_of, nodes))), frame)
         if taken.count(len(frame)) == len(taken):  # every socket took the whole frame
             return taken  # type: ignore[no-any-return]
@@ -186,7 +204,7 @@ def send_frame_to_each(frame: bytes, close_after: bool, nodes: Sequence[Node]) -
             continue
         try:
             record(node.sock.send(frame))
-        except BlockingIOError:
+        except WOULD_BLOCK:
             record(0)
         except OSError as exc:
             record(exc)

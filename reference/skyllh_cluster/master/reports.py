@@ -11,11 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Tuple
 
-__all__ = ["BroadcastResult", "BroadcastError", "PeerClosedError", "SendTimeoutError", "RegistrationTimeout"]
+__all__ = ["BroadcastResult", "BroadcastError", "PeerClosedError", "SendTimeoutError", "RegistrationTimeout", "TLSHandshakeError"]
 
 
 class PeerClosedError(ConnectionError):
     """The compute node closed its connection (recorded as a node's failure)."""
+
+
+class TLSHandshakeError(ConnectionError):
+    """A connection's TLS handshake failed, or TLS met plain TCP (spec/tls-profile.md, TLS-5).
+
+    Nothing the peer sent was decoded, and it was sent nothing but TLS's own records.
+    """
 
 
 class SendTimeoutError(TimeoutError):

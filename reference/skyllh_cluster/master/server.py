@@ -35,6 +35,8 @@ import logging
 import operator
 import os
 import socket
+import ssl
+import struct
 import time
 from collections import OrderedDict
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -48,7 +50,8 @@ from .fanout import FanOut
 from .fdlimit import available_memory, ensure_fd_limit, fd_limit
 from .node import BEHIND, Node, send_frame_to_each
 from .poller import READ, WRITE, DefaultPoller, Poller
-from .reports import BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError
+from .reports import BroadcastResult, PeerClosedError, RegistrationTimeout, SendTimeoutError, TLSHandshakeError
+from ..tls import AllowList, failure_reason, looks_like_tls_record
 
 __all__ = ["MasterServer", "ProgressCallback"]
 
@@ -101,6 +104,13 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 _REUSE_ADDRESS = os.name == "posix"
 
 _READ_WRITE = READ | WRITE
+#: What a non-blocking TLS read raises when no whole record is there yet.
+_READ_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+#: Sources refused by the allow-list are logged once each; past this many
+#: distinct ones (a scan), only the count is kept, so that a flood of
+#: sources cannot grow the master's memory or its log.
+REFUSED_SOURCES_LOGGED = 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff=1, l_linger=0}
 _LISTENER = "listener"
 _WAKE = "wake"
 _connection_of = operator.attrgetter("connection")
@@ -134,6 +144,19 @@ class MasterServer:
         poller: What tells the loop which sockets are ready (default: a new
             :data:`~skyllh_cluster.master.poller.DefaultPoller`).  A test
             hook: anything with the poller's methods will do.
+        ssl_context: The TLS profile (``spec/tls-profile.md``): a server-side
+            :class:`ssl.SSLContext` (see
+            :func:`skyllh_cluster.tls.server_context`).  Every connection is
+            then TLS: its handshake runs in the event loop without blocking,
+            inside the registration bound (TLS-7), and a connection whose
+            handshake fails, a plain one included, is closed having had
+            nothing decoded, sent or admitted (TLS-5).  ``None`` (the
+            default) is the plain profile, byte for byte the original's.
+        allow: The networks that may connect (TLS-8): an
+            :class:`~skyllh_cluster.tls.AllowList`, a comma-separated string
+            (``"10.0.0.0/8,192.0.2.5"``) or an iterable of networks.  A
+            connection from elsewhere is closed at accept, before anything
+            is read from it, and logged once per source.  ``None``: anyone.
 
     Use it as a context manager, or call :meth:`close`, to close every
     socket it opened.
@@ -149,6 +172,8 @@ class MasterServer:
         slow_node_wait: float = 1.0,
         max_queued: int = MAX_QUEUED,
         poller: Optional[Poller] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
+        allow: "AllowList | str | Iterable[str] | None" = None,
     ) -> None:
         if not isinstance(blocksize, int) or isinstance(blocksize, bool) or blocksize < 1:
             raise ValueError(f"blocksize must be a positive int, not {blocksize!r}")
@@ -165,6 +190,15 @@ class MasterServer:
         self._unregistered_fraction = float(unregistered_fraction)
         self._slow_node_wait = float(slow_node_wait)
         self._max_queued = max_queued
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}")
+        self._ssl_context = ssl_context
+        if allow is None or isinstance(allow, AllowList):
+            self._allow = allow
+        else:
+            self._allow = AllowList.parse(allow) if isinstance(allow, str) else AllowList(allow)
+        self._refused_sources: Set[str] = set()
+        self._refused = 0
         self._unregistered_cap = 1
         self._shed_in_burst = 0
         self._accept_starved = False
@@ -207,6 +241,21 @@ class MasterServer:
     def connections(self) -> List[Node]:
         """Every open node connection: registered, adopted or not registered yet."""
         return list(self._open)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the engine speaks the TLS profile (it was given an ``ssl_context``)."""
+        return self._ssl_context is not None
+
+    @property
+    def allow(self) -> Optional[AllowList]:
+        """The networks that may connect; ``None``: anyone."""
+        return self._allow
+
+    @property
+    def refused(self) -> int:
+        """How many connections the allow-list has closed at accept."""
+        return self._refused
 
     @property
     def unregistered_cap(self) -> int:
@@ -588,6 +637,8 @@ class MasterServer:
                 self._accept()
             elif data is _WAKE:
                 self._drain_wake()
+            elif data.handshaking:
+                self._handshake(data)
             else:
                 if mask & WRITE:
                     self._on_writable(data)
@@ -632,8 +683,21 @@ class MasterServer:
             if self._accept_starved:
                 logger.warning("accepting connections again")
                 self._accept_starved = False
+            if self._allow is not None and peer[0] not in self._allow:
+                self._refuse_source(sock, peer[0])
+                continue
             sock.setblocking(False)
+            handshaking = False
+            if self._ssl_context is not None:
+                try:
+                    sock = self._ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except OSError as exc:  # the connection went away in between
+                    logger.info("closed the connection from %s:%d before its TLS handshake: %s", peer[0], peer[1], exc)
+                    sock.close()
+                    continue
+                handshaking = True
             node = Node(sock, peer[0], peer[1], Connection(Role.MASTER), now)
+            node.handshaking = handshaking
             self._open.add(node)
             self._awaiting[node] = None
             # Its RegisterCN is read when it arrives.  (Reading at once finds
@@ -644,6 +708,27 @@ class MasterServer:
                 self._shed_oldest(cap)
         if self._shed_in_burst and len(self._awaiting) < cap:
             self._end_shedding_burst()
+
+    def _refuse_source(self, sock: socket.socket, source: str) -> None:
+        """Close a connection from outside the allow-list; nothing is read from it (TLS-8)."""
+        # A reset, not a FIN: the master keeps no TIME_WAIT state for it.
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        except OSError:  # pragma: no cover - the peer is already gone
+            pass
+        sock.close()
+        self._refused += 1
+        if source in self._refused_sources:
+            return
+        if len(self._refused_sources) < REFUSED_SOURCES_LOGGED:
+            self._refused_sources.add(source)
+            logger.warning("refused a connection from %.64s: outside the allow-list (%.200s)", source, self._allow)
+        elif len(self._refused_sources) == REFUSED_SOURCES_LOGGED:
+            self._refused_sources.add("")  # logged once: the set grows no further
+            logger.warning(
+                "refused connections from over %d sources outside the allow-list; no longer logging each",
+                REFUSED_SOURCES_LOGGED,
+            )
 
     def _shed_oldest(self, cap: int) -> None:
         """Close the oldest connection that has not registered, to make room (load shedding)."""
@@ -670,7 +755,10 @@ class MasterServer:
             node = next(iter(awaiting))
             if node.accepted_at > limit:
                 return
-            where = "inside a frame" if node.connection.in_frame else "before its first frame"
+            if node.handshaking:
+                where = "in its TLS handshake"
+            else:
+                where = "inside a frame" if node.connection.in_frame else "before its first frame"
             self._drop(
                 node,
                 RemoteProtocolError(
@@ -679,36 +767,74 @@ class MasterServer:
             )
 
     # -- one node's I/O ---------------------------------------------------------------------
-    def _on_readable(self, node: Node) -> None:
+    def _handshake(self, node: Node) -> None:
+        """Take a TLS handshake one step further, as far as the socket allows without blocking (TLS-7)."""
+        sock: ssl.SSLSocket = node.sock  # type: ignore[assignment]
         try:
-            data = node.sock.recv(self._blocksize)
-        except BlockingIOError:
+            sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self._watch(node, READ)
             return
-        except OSError as exc:
-            self._drop(node, exc)
+        except ssl.SSLWantWriteError:
+            self._watch(node, _READ_WRITE)
             return
+        except OSError as exc:  # ssl.SSLError included: a bad certificate, a plain peer, a reset
+            self._drop(node, TLSHandshakeError(f"TLS handshake failed: {failure_reason(exc)}"))
+            return
+        node.handshaking = False
+        logger.debug("compute node %s: TLS handshake done (%s)", node.key, sock.version())
+        self._watch(node, READ)
+        # The RegisterCN may have come in the same packet as the handshake's end.
+        self._on_readable(node)
+
+    def _on_readable(self, node: Node) -> None:
+        while True:
+            try:
+                data = node.sock.recv(self._blocksize)
+            except _READ_WOULD_BLOCK:
+                return
+            except OSError as exc:
+                self._drop(node, exc)
+                return
+            if not self._take(node, data):
+                return
+            # A TLS socket may hold decrypted bytes that epoll cannot see.
+            if not node.tls or node.closed or not node.sock.pending():  # type: ignore[attr-defined]
+                return
+
+    def _take(self, node: Node, data: bytes) -> bool:
+        """Hand ``data`` to the node's connection and act on its events; return whether it is still open."""
         connection = node.connection
+        if (
+            not node.tls
+            and node in self._awaiting
+            and not connection.in_frame
+            and looks_like_tls_record(data)
+        ):
+            # A TLS ClientHello on a plain master: say so, decode nothing (TLS-5, TLS-6).
+            self._drop(node, TLSHandshakeError("a TLS handshake on a plain master: the compute node is in TLS mode"))
+            return False
         connection.receive_data(data)
         while True:
             try:
                 event = connection.next_event()
             except RemoteProtocolError as exc:
                 self._drop(node, exc)
-                return
+                return False
             except Exception as exc:  # a defect of the decoder must not take the master down (ERR-1)
                 self._drop_on_internal_error(node, exc)
-                return
+                return False
             if event is NEED_DATA:
-                return
+                return True
             if isinstance(event, ConnectionClosed):
                 self._drop(node, PeerClosedError("the compute node closed the connection"))
-                return
+                return False
             # The master's side of the core yields no other command than a
             # RegisterCN: it raises for anything else (MST-3, CN-5).
             self._awaiting.pop(node, None)
             self._admit(node)
             if node.closed:
-                return
+                return False
 
     def _on_writable(self, node: Node) -> None:
         try:
