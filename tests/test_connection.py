@@ -84,11 +84,12 @@ def test_whole_scenario_whole_and_in_pieces(piece: int) -> None:
 
 
 def test_trailing_data_stays_for_the_next_call() -> None:
-    master = Connection(Role.MASTER)
-    master.receive_data(REGISTER_FRAME + REGISTER_FRAME[:3])
-    assert master.next_event() == RegisterCN(1732560000, 7200)
-    assert master.next_event() is NEED_DATA
-    assert master.in_frame
+    node = Connection(Role.COMPUTE_NODE)
+    node.send(RegisterCN(1732560000, 7200))
+    node.receive_data(ACK_FRAME + ACK_FRAME[:3])
+    assert node.next_event() == ACK()
+    assert node.next_event() is NEED_DATA
+    assert node.in_frame
 
 
 def test_master_refuses_a_wrong_first_command_and_stays_failed() -> None:
@@ -117,13 +118,35 @@ def test_master_refuses_an_undecodable_first_frame_with_the_decoder_s_reason() -
     assert "MST-3" in info.value.reason
 
 
-def test_compute_node_sends_nothing_after_registering() -> None:
+def test_bytes_that_come_with_the_registration_get_no_ack() -> None:
     master = Connection(Role.MASTER)
     master.receive_data(REGISTER_FRAME + REGISTER_FRAME)
-    assert master.next_event() == RegisterCN(1732560000, 7200)
     with pytest.raises(RemoteProtocolError) as info:
         master.next_event()
-    assert (info.value.clause, info.value.offset) == ("CN-5", len(REGISTER_FRAME))
+    assert (info.value.clause, info.value.offset) == ("MST-11", 0)
+    assert master.state is State.ERROR
+    with pytest.raises(LocalProtocolError):
+        master.send(ACK())
+
+
+@pytest.mark.parametrize("extra", [b"\x00", REGISTER_FRAME[:1], GARBAGE_FRAME])
+def test_even_one_byte_after_the_registration_is_refused(extra: bytes) -> None:
+    master = Connection(Role.MASTER)
+    master.receive_data(REGISTER_FRAME + extra)
+    with pytest.raises(RemoteProtocolError) as info:
+        master.next_event()
+    assert info.value.clause == "MST-11"
+
+
+def test_compute_node_sends_nothing_after_registering() -> None:
+    master = Connection(Role.MASTER)
+    master.receive_data(REGISTER_FRAME)
+    assert master.next_event() == RegisterCN(1732560000, 7200)
+    master.send(ACK())
+    master.receive_data(REGISTER_FRAME)
+    with pytest.raises(RemoteProtocolError) as info:
+        master.next_event()
+    assert (info.value.clause, info.value.offset) == ("MST-11", len(REGISTER_FRAME))
 
 
 def test_serving_node_skips_undecodable_frames_and_ignores_unhandled_commands() -> None:

@@ -314,14 +314,14 @@ def test_a_node_that_speaks_after_registering_is_dropped(server, caplog):
     # Logged at INFO: inside a broadcast the result reports the loss (one line for a CLI user).
     caplog.set_level(logging.INFO, logger=LOGGER)
     nodes = register_nodes(server, 2)
-    nodes[0].send(GOLDEN_ACK)  # a compute node sends nothing after RegisterCN (CN-5)
+    nodes[0].send(GOLDEN_ACK)  # a compute node sends nothing after RegisterCN (CN-5, MST-11)
     time.sleep(0.1)
     result = server.broadcast(MSG(1))
     error = result.failed[nodes[0].key]
-    assert isinstance(error, RemoteProtocolError) and error.clause == "CN-5"
+    assert isinstance(error, RemoteProtocolError) and error.clause == "MST-11"
     assert result.delivered == (nodes[1].key,)
     assert nodes[0].read_to_eof() == b""
-    assert "[CN-5]" in caplog.text
+    assert "[MST-11]" in caplog.text
 
 
 @pytest.mark.usefixtures("send_path")

@@ -181,6 +181,14 @@ class Connection:
             clause = row.clause if row is not None else "ERR-1"
             raise self._fail(RemoteProtocolError(clause, f"received {name} in state {state.name}", frame_offset))
         if isinstance(command, RegisterCN):
+            trailing = self._frames.buffered
+            if trailing and self.role is Role.MASTER:
+                # Bytes that came with the RegisterCN are owed no ACK (MST-11).
+                raise self._fail(
+                    RemoteProtocolError(
+                        "MST-11", f"{trailing} more bytes arrived with the RegisterCN; it gets no ACK", frame_offset
+                    )
+                )
             self._registered(command)
         return command
 

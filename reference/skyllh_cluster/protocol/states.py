@@ -143,9 +143,9 @@ def _rows() -> Tuple[Transition, ...]:
         Transition(_MST, S.SERVING, send("MSG"), S.SERVING, "MST-5"),
         Transition(_MST, S.SERVING, send("ShutdownCN"), S.SHUT_DOWN, "MST-5"),
         Transition(_MST, S.SERVING, LIVE_TIME_PASSED, S.EXPIRED, "MST-9"),
-        # A compute node sends nothing after its RegisterCN (CN-5).
+        # A compute node sends nothing after its RegisterCN (CN-5); the master's side is MST-11.
         *(
-            Transition(_MST, state, trigger, S.ERROR, "CN-5")
+            Transition(_MST, state, trigger, S.ERROR, "MST-11")
             for state in (S.REGISTERED, S.SERVING, S.SHUT_DOWN, S.EXPIRED)
             for trigger in (*map(recv, COMMAND_NAMES), UNDECODABLE)
         ),
