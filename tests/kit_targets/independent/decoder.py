@@ -252,7 +252,7 @@ class _Decoder:
         raw = self._take(end - self.pos)
         self._take(1)
         if not raw.isascii():
-            raise Refusal("ENC-1", self.at, "a GLOBAL line is not ASCII")
+            raise Refusal("ENC-3", self.at, "a GLOBAL line is not ASCII")
         return raw.decode("ascii")
 
     def _read_lines(self, shape: str) -> Tuple[str, str]:

@@ -55,6 +55,8 @@ def encode_command(name: str, state: Optional[Dict[str, Any]] = None) -> bytes:
     writer.put(b"\x93\x94)\x81\x94")  # STACK_GLOBAL MEMOIZE EMPTY_TUPLE NEWOBJ MEMOIZE
     writer.memo_count += 2
     if state is not None:
+        if name == "RegisterCN" and set(state) == set(REGISTER_FIELDS):
+            state = {key: state[key] for key in REGISTER_FIELDS}  # CMD-3: the canonical order
         writer.value(state, depth=-1)
         writer.put(b"b")
     writer.put(b".")
@@ -63,6 +65,10 @@ def encode_command(name: str, state: Optional[Dict[str, Any]] = None) -> bytes:
     if len(payload) > MAX_PAYLOAD:
         raise EncodeRefusal("FRM-2", f"the payload would be {len(payload)} bytes, over {MAX_PAYLOAD}")
     return payload
+
+
+#: RegisterCN's state keys in the order the original sets them (ENC-7, CMD-3).
+REGISTER_FIELDS = ("_cn_start_time", "_cn_live_time")
 
 
 class _Writer:

@@ -53,17 +53,43 @@ _SCALARS = {
 }
 
 
-def from_json(node: Dict[str, Any]) -> Any:
-    """The value the notation ``node`` stands for."""
+class UnbuildableKey:
+    """A dict key Python cannot hash (a list, or a tuple holding one), kept so an encoder can refuse it (VAL-2)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _key(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return UnbuildableKey(value)
+    return value
+
+
+def from_json(node: Dict[str, Any], enclosing: Tuple[Any, ...] = ()) -> Any:
+    """The value the notation ``node`` stands for.
+
+    ``{"type": "ref", "up": N}`` (used only by the vectors' sender refusals) is
+    the container N levels above, which makes a cycle (VAL-3).
+    """
     kind = node["type"]
     if kind in _SCALARS:
         return _SCALARS[kind](node)
+    if kind == "ref":
+        return enclosing[-1 - node["up"]]
     if kind == "list":
-        return [from_json(item) for item in node["items"]]
+        items: List[Any] = []
+        items.extend(from_json(item, enclosing + (items,)) for item in node["items"])
+        return items
     if kind == "tuple":
-        return tuple(from_json(item) for item in node["items"])
+        return tuple(from_json(item, enclosing) for item in node["items"])
     if kind == "dict":
-        return {from_json(k): from_json(v) for k, v in node["items"]}
+        entries: Dict[Any, Any] = {}
+        for k, v in node["items"]:
+            entries[_key(from_json(k, enclosing + (entries,)))] = from_json(v, enclosing + (entries,))
+        return entries
     raise ValueError(f"unknown notation type {kind!r}")
 
 
