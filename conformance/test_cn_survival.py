@@ -3,7 +3,7 @@
 Small hostile frames after the ACK (a 5001-digit int key, 10^6 shared
 references, thousands of hash-colliding keys, a 65,000-deep tuple key) are
 skipped, and the node carries on; valid but extreme values (``10**5000``, a
-lone surrogate, a 4 KB value of 10^6 shared references) are printed exactly
+lone surrogate, a 2 KB value of 340,000 shared references, the most ENC-6 allows) are printed exactly
 (SCN-3 allows a cut line beyond 1 MiB), and the node carries on to ShutdownCN.
 """
 
@@ -33,7 +33,7 @@ def test_hostile_frames_do_not_end_the_node(kit: Kit) -> None:
 
 @pytest.mark.clause("CN-11")
 def test_extreme_values_are_printed(kit: Kit) -> None:
-    """Valid but extreme values (10**5000, a lone surrogate, 10^6 shared references) are printed exactly, and the node serves on."""
+    """Valid but extreme values (10**5000, a lone surrogate, 340,000 shared references) are printed exactly, and the node serves on."""
     values: List[Any] = [v for _, v in extreme_values()] + ["after the extreme values"]
     node = kit.start_node(label="extreme values")
     node.register()
