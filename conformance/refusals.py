@@ -272,19 +272,22 @@ def hostile_cases(role: str) -> List[BadFrame]:
     Master: in a RegisterCN's state; compute node: in a MSG's state or value.
     Their clauses are declared, not computed: the normative grammar is slow
     on exactly these frames, and the kit builds them at collection time.
+    The shared-reference key is ENC-6, not CMD-3/CMD-4: its outer TUPLE passes
+    MAX_VALUE_COST before the SETITEMS that would make it a key (ERR-2: the
+    violation met first in stream order).
     """
     big_int = _long4(10**5000)  # 5001 digits: str() of it fails under Python's default limit
     if role == "master":
         built = [
             ("RegisterCN whose state has a 5001-digit int key", "CMD-3", _command("RegisterCN", _registration_state(extra=big_int + b"N")).finish(frame=True)),
-            ("RegisterCN whose extra key is a tuple of 10^6 shared references", "CMD-3", _command("RegisterCN", _registration_state(extra=_shared_tuple_key() + b"N")).finish(frame=True)),
+            ("RegisterCN whose extra key is a tuple of 10^6 shared references", "ENC-6", _command("RegisterCN", _registration_state(extra=_shared_tuple_key() + b"N")).finish(frame=True)),
             ("RegisterCN whose state has thousands of hash-colliding int keys", "CMD-3", _command("RegisterCN", _registration_state(extra=_colliding_keys(60000))).finish(frame=True)),
             ("RegisterCN whose state has a 65000-deep tuple key", "ENC-6", _command("RegisterCN", _registration_state(extra=_deep_tuple(65000) + b"N")).finish(frame=True)),
         ]
     else:
         built = [
             ("MSG whose state has a 5001-digit int key", "CMD-4", _command("MSG", b"}(\x8c\x03msgN" + big_int + b"Nu").finish(frame=True)),
-            ("MSG whose state's extra key is a tuple of 10^6 shared references", "CMD-4", _command("MSG", b"}(\x8c\x03msgN" + _shared_tuple_key() + b"Nu").finish(frame=True)),
+            ("MSG whose state's extra key is a tuple of 10^6 shared references", "ENC-6", _command("MSG", b"}(\x8c\x03msgN" + _shared_tuple_key() + b"Nu").finish(frame=True)),
             ("MSG whose state has thousands of hash-colliding int keys", "CMD-4", _command("MSG", b"}(\x8c\x03msgN" + _colliding_keys(60000) + b"u").finish(frame=True)),
             ("MSG holding a dict with a 65000-deep tuple key", "ENC-6", _msg(b"}" + _deep_tuple(65000) + b"Ns")),
         ]
