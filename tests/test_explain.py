@@ -66,7 +66,7 @@ def test_an_id_like_nothing_lists_every_clause_range() -> None:
         clause_location("hello")
     assert str(info.value) == (
         "no clause 'hello' in spec/protocol.md; the clauses are FRM-1..6, ENC-1..8, CMD-1..4, VAL-1..4, "
-        "MST-1..10, CN-1..11, ERR-1..2, SCN-1..2, SEC-1"
+        "MST-1..11, CN-1..11, ERR-1..2, SCN-1..3, SEC-1"
     )
 
 

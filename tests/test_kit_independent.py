@@ -164,6 +164,17 @@ def test_scenario_msg_of_60000_chars_is_60065_bytes() -> None:
     assert len(encoder.msg("x" * 60000)) == 60065
 
 
+@pytest.fixture
+def lifted_int_digit_limit() -> Iterator[None]:
+    """The node program lifts the int-to-str limit at its start; here only for one test."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    notation.lift_int_digit_limit()
+    yield
+    if limit:
+        sys.set_int_max_str_digits(limit)
+
+
+@pytest.mark.usefixtures("lifted_int_digit_limit")
 def test_msg_line_is_one_ascii_line_that_reads_back_exactly() -> None:
     value = ["\ud800", 10**5000, -0.0, float("nan"), (True, 1, 1.0), {b"k": None}]
     line = notation.msg_line(value)

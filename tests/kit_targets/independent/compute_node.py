@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from kit_targets.independent import encoder  # noqa: E402
 from kit_targets.independent.decoder import Command, Refusal, decode  # noqa: E402
 from kit_targets.independent.framing import FrameSplitter, frame  # noqa: E402
-from kit_targets.independent.notation import msg_line  # noqa: E402
+from kit_targets.independent.notation import lift_int_digit_limit, msg_line  # noqa: E402
 
 FAULTS = ("no-msg-decode", "obey-trailing-shutdown", "bool-as-int", "ignore-live-time")
 
@@ -198,6 +198,7 @@ def _bools_as_ints(value: Any) -> Any:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    lift_int_digit_limit()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("host")
     parser.add_argument("port", type=int)

@@ -15,8 +15,12 @@ from typing import Any, Dict, List, Tuple
 
 LINE_LIMIT = 2**20  #: SCN-3: a whole line longer than this may be cut
 
-if hasattr(sys, "set_int_max_str_digits"):
-    sys.set_int_max_str_digits(0)  # VAL-4: an int of any size is printed in full
+
+
+def lift_int_digit_limit() -> None:
+    """VAL-4: an int of any size is printed in full; a program calls this once at its start."""
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
 
 
 #: How each scalar type is written, and how it is read back (the README's value table).
