@@ -24,7 +24,10 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
+from skyllh_cluster.codec import dumps
+from skyllh_cluster.commands import MSG
 from skyllh_cluster.msg_output import LEGACY_PREFIX, LINE_LIMIT, tree_size
+from skyllh_cluster.wire.framing import encode_frame
 from msg_lines import check_cut_line, unlimited_str, whole_line
 from socket_reads import recv_exactly, recv_until_eof
 
@@ -168,6 +171,19 @@ AFTER_LINE = 'MSG {"type":"str","utf8":"6166746572"}'
 
 
 # -- F5 and F6: valid values the node must print, bounded ---------------------------------------
+#: The largest shared-reference value ENC-6's cost budget still allows (a shared
+#: object counts at every use): 340,000 strs in about 2.7 KB, about 10 MB as SCN-3 text.
+BUDGET_VALUE = [["zz"] * 1000] * 340
+BUDGET_FRAME = encode_frame(dumps(MSG(BUDGET_VALUE)))
+
+
+def refused_lines(err: bytes, count: int) -> None:
+    """``count`` frames over ENC-6's budget were skipped, each with one short line on stderr (CN-9)."""
+    lines = err.decode("utf-8", "replace").splitlines()
+    assert len(lines) == count, lines
+    assert all("ENC-6" in line and len(line) < 1000 for line in lines), lines
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "ascii"])
 def test_extreme_valid_values_are_printed_bounded_and_every_later_message_kept(encoding: str) -> None:
     tuples_frame, tuples = shared_tuples()
@@ -177,37 +193,40 @@ def test_extreme_valid_values_are_printed_bounded_and_every_later_message_kept(e
     frames = (
         msg_frame(long4(10**5000))
         + msg_frame(short_str("\ud800"))
-        + tuples_frame
-        + dict_frame
+        + tuples_frame  # 10**6 shared references: over ENC-6's cost budget, refused and skipped
+        + dict_frame  # the same in a dict
+        + BUDGET_FRAME
         + msg_frame(long4(-FRAME_INT))
         + AFTER
         + SHUTDOWN_FRAME
     )
     status, out, err, _ = serve(frames, encoding=encoding)
     assert status == 0, err[-2000:]
-    assert err == b""
+    refused_lines(err, 2)
     assert len(out) < OUTPUT_BOUND
-    big, surrogate, tuples_line, dict_line, frame_int, after = served_lines(out)
+    big, surrogate, budget_line, frame_int, after = served_lines(out)
     assert big == whole_line(10**5000)
     assert surrogate == 'MSG {"type":"str","utf8":"eda080"}'
-    for value, line in ((tuples, tuples_line), (shared_dict, dict_line)):
-        assert LINE_LIMIT // 2 < len(line) + 1 <= LINE_LIMIT
-        check_cut_line(value, line, LINE_LIMIT, whole=False)
+    assert LINE_LIMIT // 2 < len(budget_line) + 1 <= LINE_LIMIT
+    check_cut_line(BUDGET_VALUE, budget_line, LINE_LIMIT, whole=False)
     assert frame_int == 'MSG {"type":"int","value":"-' + unlimited_str(FRAME_INT) + '"}'
     assert after == AFTER_LINE
 
 
 def test_the_legacy_line_survives_them_too() -> None:
     tuples_frame, _ = shared_tuples()
-    frames = msg_frame(long4(10**5000)) + msg_frame(short_str("\ud800")) + tuples_frame + AFTER + SHUTDOWN_FRAME
+    frames = (
+        msg_frame(long4(10**5000)) + msg_frame(short_str("\ud800")) + tuples_frame + BUDGET_FRAME + AFTER + SHUTDOWN_FRAME
+    )
     status, out, err, _ = serve(frames, "--output", "legacy", encoding="ascii")
     assert status == 0, err[-2000:]
-    assert err == b"" and len(out) < OUTPUT_BOUND
-    big, surrogate, tuples_line, after = served_lines(out)
+    refused_lines(err, 1)
+    assert len(out) < OUTPUT_BOUND
+    big, surrogate, budget_line, after = served_lines(out)
     assert big == LEGACY_PREFIX + "1" + "0" * 5000
     assert surrogate == LEGACY_PREFIX + "\\ud800"
-    assert tuples_line.startswith(LEGACY_PREFIX + "(('" + "x" * 100 + "', ") and "<cut: " in tuples_line
-    assert len(tuples_line) + 1 <= LINE_LIMIT
+    assert budget_line.startswith(LEGACY_PREFIX + "[['zz', 'zz', ") and "<cut: " in budget_line
+    assert len(budget_line) + 1 <= LINE_LIMIT
     assert after == LEGACY_PREFIX + "after"
 
 

@@ -170,7 +170,8 @@ class Connection:
                     error.offset,
                 )
             )
-        logger.warning("%s: skipping an undecodable frame: %s", self.role.name, error)
+        # The I/O layer reports the skipped frame (one line per frame); the core only traces it.
+        logger.debug("%s: skipping an undecodable frame: %s", self.role.name, error)
         return UndecodableFrame(error, payload)
 
     def _received(self, command: Command, frame_offset: int) -> Event:
