@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from skyllh_cluster.codec import loads_checked
-from skyllh_cluster.commands import ACK, Command, RegisterCN
+from skyllh_cluster.commands import ACK, MSG, Command, RegisterCN, ShutdownCN
 from skyllh_cluster.errors import ProtocolError
 
 from skyllh_cluster.conformance import payloads
@@ -240,9 +240,16 @@ class ConcurrentRegistrations(RuleBasedStateMachine):
             raise conn.fail(f"expected an ACK first, got {describe(commands[0])}")
         if sum(isinstance(c, ACK) for c in commands) > 1:
             raise conn.fail("expected exactly one ACK, got two")
+        # MST-5 forbids only commands other than MSG and ShutdownCN after the
+        # ACK, and anything after ShutdownCN; which MSGs, in which order, is SCN-1's.
+        for j, command in enumerate(commands[1:], start=1):
+            if not isinstance(command, (MSG, ShutdownCN)):
+                raise conn.fail(f"expected only MSG or ShutdownCN after the ACK, got {describe(command)} as command {j}", clause="MST-5")
+            if isinstance(command, ShutdownCN) and j + 1 < len(commands):
+                raise conn.fail(f"expected nothing after ShutdownCN, got {describe(commands[j + 1])}", clause="MST-5")
         mismatch = order_mismatch(commands, complete=False)
         if mismatch is not None:
-            raise conn.fail(mismatch, clause="MST-5")
+            raise conn.fail(mismatch, clause="SCN-1")
 
     def teardown(self) -> None:
         self.master_sends_only_what_it_may()

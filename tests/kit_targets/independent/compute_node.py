@@ -15,8 +15,8 @@ leaves this status open; 1 as the original) or the stream ends inside a frame
 
 Faults (``--fault``), each breaking a requirement on purpose:
 
-* ``no-msg-decode``: once ACKed, never decodes a frame; it stops on any frame
-  holding the bytes ``ShutdownCN`` and prints nothing (CN-11, SCN-3);
+* ``no-msg-decode``: once ACKed, takes nothing out of a MSG: it refuses and
+  obeys frames as it should, but drops every MSG unprinted (CN-11, SCN-3);
 * ``obey-trailing-shutdown``: obeys a ShutdownCN with bytes after its STOP (ENC-1, CN-9);
 * ``bool-as-int``: prints True and False as the ints 1 and 0 (CN-11, VAL-4);
 * ``ignore-live-time``: only notices its live time when a frame arrives (CN-10).
@@ -137,10 +137,6 @@ class ComputeNode:
     def on_payload(self, payload: bytes) -> None:
         """One complete frame, in the state machine of spec/state-machines.md §2."""
         start = self.splitter.offset - len(payload)
-        if self.fault == "no-msg-decode" and self.state == "SERVING":
-            if b"ShutdownCN" in payload:  # in any encoding, the class name is there
-                raise Stop(0, "ShutdownCN")
-            return
         try:
             command = self.decode(payload)
         except Refusal as refusal:
@@ -177,6 +173,8 @@ class ComputeNode:
             raise Stop(0, "ShutdownCN")
         if command.name != "MSG":
             log(f"[CN-8] ignored {command.name}")
+            return
+        if self.fault == "no-msg-decode":
             return
         assert command.state is not None
         self.print_msg(command.state["msg"])

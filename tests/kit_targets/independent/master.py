@@ -68,6 +68,7 @@ class Connection:
         self.outgoing = bytearray()
         self.deadline: Optional[float] = time.monotonic() + server.registration_timeout  # MST-7
         self.expires_at: Optional[float] = None  # MST-9, in Unix time
+        self.ack_unsent = 0  # bytes of the ACK frame not yet written (MST-2 before MST-9)
 
     # -- events --------------------------------------------------------------
     def on_readable(self) -> None:
@@ -125,6 +126,7 @@ class Connection:
             self.outgoing += frame(encoder.ack())
         else:
             self.outgoing += self.server.stream
+        self.ack_unsent = len(frame(encoder.ack()))
         self.state = "SERVING"
         self.server.want_write(self, True)
 
@@ -143,6 +145,7 @@ class Connection:
         except OSError as error:
             return self.close(f"write failed: {error.__class__.__name__}")
         del self.outgoing[:sent]
+        self.ack_unsent = max(0, self.ack_unsent - sent)
         if not self.outgoing:
             self.on_all_sent()
 
@@ -166,8 +169,8 @@ class Connection:
         self.close()
 
     def on_live_time(self) -> None:
-        """MST-9: a node whose live time has passed is dropped."""
-        if self.state == "SERVING" and self.expires_at is not None and time.time() >= self.expires_at:
+        """MST-9: a node whose live time has passed is dropped, once it has its ACK (REGISTERED -> SERVING, MST-2)."""
+        if self.state == "SERVING" and not self.ack_unsent and self.expires_at is not None and time.time() >= self.expires_at:
             self.close("[MST-9] the node's live time has passed")
 
     def close(self, problem: str = "") -> None:
