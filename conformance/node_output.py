@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from skyllh_cluster.wire.values import values_equal
-from skyllh_cluster.wire.vector_json import value_from_json, value_to_json
+from skyllh_cluster.wire.vector_json import unlimited_int_text, value_from_json, value_to_json
 
 __all__ = ["LINE_LIMIT", "MSG_PREFIX", "LEGACY_PREFIX", "OutputVerdict", "judge_output", "printed_lines", "full_line_size"]
 
@@ -236,14 +235,8 @@ def _judge_json_line(index: int, line: bytes, value: Any) -> Optional[Tuple[str,
 
 
 def _str_unbounded(value: Any) -> str:
-    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
-    if limit:
-        sys.set_int_max_str_digits(0)
-    try:
+    with unlimited_int_text():
         return str(value)
-    finally:
-        if limit:
-            sys.set_int_max_str_digits(limit)
 
 
 def _judge_legacy(expected: Sequence[Any], stdout: bytes) -> OutputVerdict:

@@ -23,11 +23,12 @@ vectors that differ only in which parts are the same object have the same JSON.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
-from typing import Any, Dict
+from typing import Any, Dict, Iterator
 
-__all__ = ["value_to_json", "value_from_json"]
+__all__ = ["value_to_json", "value_from_json", "unlimited_int_text"]
 
 _DOUBLE = struct.Struct(">d")
 
@@ -54,17 +55,23 @@ def value_to_json(value: Any) -> Dict[str, Any]:
     raise TypeError(f"{kind.__name__} is not a value of the subset")
 
 
-def _int_text(value: int) -> str:
-    # Python limits int-to-str conversion of huge numbers; the limit is about
-    # denial of service on untrusted text, and these are our own vectors.
+@contextlib.contextmanager
+def unlimited_int_text() -> Iterator[None]:
+    """Lift Python's int/str digit limit for the block (our own vectors and values, not network text)."""
+    # The limit is about denial of service on untrusted text; where there is none, do nothing.
     limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
     if limit:
         sys.set_int_max_str_digits(0)
     try:
-        return str(value)
+        yield
     finally:
         if limit:
             sys.set_int_max_str_digits(limit)
+
+
+def _int_text(value: int) -> str:
+    with unlimited_int_text():
+        return str(value)
 
 
 def value_from_json(node: Dict[str, Any]) -> Any:
@@ -75,14 +82,8 @@ def value_from_json(node: Dict[str, Any]) -> Any:
     if kind == "bool":
         return bool(node["value"])
     if kind == "int":
-        limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
-        if limit:
-            sys.set_int_max_str_digits(0)
-        try:
+        with unlimited_int_text():
             return int(node["value"])
-        finally:
-            if limit:
-                sys.set_int_max_str_digits(limit)
     if kind == "float":
         return _DOUBLE.unpack(bytes.fromhex(node["bits"]))[0]
     if kind == "str":
