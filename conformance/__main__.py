@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cn-startup-timeout", metavar="S", help="how long a started compute node may take to connect (default: 10)")
     add("--cn-live-time", metavar="S", help="live time given to compute nodes (default: 60)")
     add("--listen", metavar="HOST:PORT", help="where the kit listens for compute nodes (default: 127.0.0.1:0)")
+    add("--tls-ca", metavar="FILE", help="TLS target: the master's CA; with --cn-command: require node certs from it")
+    add("--tls-cert", metavar="FILE", help="TLS: the kit's client cert (master: mutual TLS) / server cert (CN mode)")
+    add("--tls-key", metavar="FILE", help="the key of --tls-cert (default: in --tls-cert)")
     add("--conformance-examples", metavar="N", help="Hypothesis examples per generated test (default: 10)")
     add("--hypothesis-seed", metavar="SEED", help="pick the generated inputs by seed (default: the same every run)")
     add("--list", action="store_true", help="print the clauses and tests that would run, without touching a target")
@@ -156,9 +159,8 @@ def _both_roles(args: argparse.Namespace, forwarded: List[str], extra: List[str]
 
 
 def _explain(clause_id: str) -> int:
-    from skyllh_cluster.clauses import CLAUSES
-
     from .explain import clause_location, clause_text
+    from .report import CLAUSE_TABLE as CLAUSES
     from .report import EXIT_USAGE
 
     wanted = clause_id.strip().upper()

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from skyllh_cluster.clauses import CLAUSES, Level
+from skyllh_cluster.clauses import Level
 
 from .report import (
+    CLAUSE_TABLE,
     EXIT_CONFORMS,
     EXIT_DOES_NOT_CONFORM,
     EXIT_INCONCLUSIVE,
@@ -158,4 +159,4 @@ def run_both_roles(
 def _where(rows: List[ClauseRow]) -> Dict[str, str]:
     from .explain import clause_location
 
-    return {r.id: clause_location(r.id) for r in rows if r.outcome in (FAILED, INCONCLUSIVE) and r.id in CLAUSES}
+    return {r.id: clause_location(r.id) for r in rows if r.outcome in (FAILED, INCONCLUSIVE) and r.id in CLAUSE_TABLE}

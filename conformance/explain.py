@@ -3,8 +3,9 @@
 A kit verdict names clauses (``MST-7``); a user who installed the wheel has no
 clone to open.  So the package carries ``spec/`` (``skyllh_cluster/spec/`` in
 an installed package; the repository's ``spec/`` in an editable install or a
-checkout), and this module reads a clause out of ``spec/protocol.md`` by its
-heading, ``### <ID> · <LEVEL> · <title>``::
+checkout), and this module reads a clause out of ``spec/protocol.md`` (or, for
+the TLS profile's ``TLS-n``, ``spec/tls-profile.md``) by its heading,
+``### <ID> · <LEVEL> · <title>``::
 
     >>> print(clause_text("FRM-3").splitlines()[0])
     FRM-3 · MUST · A sender never sends an empty frame
@@ -39,7 +40,10 @@ __all__ = [
 ]
 
 #: The documents of ``spec/`` that every installation carries.
-SPEC_FILES = ("README.md", "protocol.md", "encoding-profile.md", "state-machines.md", "deviations.md")
+SPEC_FILES = ("README.md", "protocol.md", "encoding-profile.md", "state-machines.md", "deviations.md", "tls-profile.md")
+
+#: The documents that define clauses, and the ID prefixes each defines (any other: protocol.md).
+CLAUSE_DOCUMENTS = {"tls-profile.md": ("TLS",)}
 
 _CLAUSE_HEADING = re.compile(r"^### (?P<id>[A-Z]+-\d+) · (?P<level>[A-Z]+) · (?P<title>.+?)\s*$")
 _ANY_HEADING = re.compile(r"^#{1,6} ")
@@ -47,14 +51,14 @@ _FENCE = re.compile(r"^(```|~~~)")
 
 
 class UnknownClauseError(LookupError):
-    """No clause of spec/protocol.md has the ID asked for."""
+    """No clause of the spec (protocol.md, tls-profile.md) has the ID asked for."""
 
     def __init__(self, clause_id: str, near: List[str]) -> None:
         self.clause_id = clause_id
         self.near = near
         shown = clause_id if len(clause_id) <= 40 else clause_id[:40] + "..."
         hint = f"; did you mean {', '.join(near)}?" if near else f"; the clauses are {_id_ranges()}"
-        super().__init__(f"no clause {shown!r} in spec/protocol.md{hint}")
+        super().__init__(f"no clause {shown!r} in spec/{_document_of(clause_id)}{hint}")
 
     def __str__(self) -> str:  # LookupError would quote the message like a KeyError
         return str(self.args[0])
@@ -62,10 +66,10 @@ class UnknownClauseError(LookupError):
 
 def _id_ranges() -> str:
     """``FRM-1..6, ENC-1..8, ...``: every clause ID of the package, compactly."""
-    from skyllh_cluster.clauses import CLAUSES
+    from .report import CLAUSE_TABLE
 
     numbers: Dict[str, List[int]] = {}
-    for cid in CLAUSES:
+    for cid in CLAUSE_TABLE:
         prefix, number = cid.rsplit("-", 1)
         numbers.setdefault(prefix, []).append(int(number))
     return ", ".join(f"{p}-{min(n)}..{max(n)}" if len(n) > 1 else f"{p}-{n[0]}" for p, n in numbers.items())
@@ -79,7 +83,8 @@ class SpecSection:
     level: str
     title: str
     body: str  # the normative text under the heading, up to the next heading
-    line: int  # 1-based line of the heading in protocol.md
+    line: int  # 1-based line of the heading in its document
+    document: str = "protocol.md"  # the spec document that defines it
 
     @property
     def heading(self) -> str:
@@ -133,7 +138,7 @@ def _sections(path: Path) -> Dict[str, SpecSection]:
         if current is not None:
             match, number, body = current
             found[match["id"]] = SpecSection(
-                match["id"], match["level"], match["title"], "\n".join(body).strip("\n"), number
+                match["id"], match["level"], match["title"], "\n".join(body).strip("\n"), number, path.name
             )
 
     for number, line in enumerate(lines, start=1):
@@ -154,13 +159,26 @@ def _normalise(clause_id: str) -> str:
     return clause_id.strip().upper()
 
 
+def _document_of(clause_id: str) -> str:
+    """The spec document that defines (or would define) a clause of this ID."""
+    prefix = _normalise(clause_id).split("-", 1)[0]
+    return next((doc for doc, prefixes in CLAUSE_DOCUMENTS.items() if prefix in prefixes), "protocol.md")
+
+
+def _all_sections() -> Dict[str, SpecSection]:
+    found = dict(_sections(spec_path("protocol.md")))
+    for document in CLAUSE_DOCUMENTS:
+        found.update(_sections(spec_path(document)))
+    return found
+
+
 def clause_section(clause_id: str) -> SpecSection:
     """The clause ``clause_id`` (e.g. ``"MST-7"``, any case) as the shipped spec states it.
 
     Raises :class:`UnknownClauseError`, naming the nearest IDs, when the spec
     has no such clause.
     """
-    sections = _sections(spec_path("protocol.md"))
+    sections = _all_sections()
     wanted = _normalise(clause_id)
     if wanted in sections:
         return sections[wanted]
@@ -173,7 +191,7 @@ def clause_section(clause_id: str) -> SpecSection:
 
 
 def clause_text(clause_id: str) -> str:
-    """The clause's heading and normative body, verbatim from spec/protocol.md.
+    """The clause's heading and normative body, verbatim from spec/protocol.md (or spec/tls-profile.md).
 
     The first line is ``<ID> · <LEVEL> · <title>``, then a blank line, then the
     body up to the next heading (paragraphs, lists and code blocks as written).
@@ -191,5 +209,5 @@ def clause_location(clause_id: str) -> str:
     be appended to the repository's URL.
     """
     section = clause_section(clause_id)
-    path = spec_path("protocol.md")
-    return f"spec/protocol.md#{github_anchor(section.heading)} (installed: {path}, line {section.line})"
+    path = spec_path(section.document)
+    return f"spec/{section.document}#{github_anchor(section.heading)} (installed: {path}, line {section.line})"

@@ -21,6 +21,7 @@ import errno
 import logging
 import select
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple, Type
@@ -31,9 +32,10 @@ from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.wire.framing import HEADER_SIZE, FrameBuffer
 
 from .failures import ClauseFailure, KitError, NoReply
+from .tls import HandshakeFailed, client_handshake, server_handshake
 from .transcript import Transcript
 
-__all__ = ["Frame", "WireConnection", "connect", "Listener", "describe"]
+__all__ = ["Frame", "WireConnection", "connect", "Listener", "describe", "TLSRefused", "first_bytes", "start_tls_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class WireConnection:
     """
 
     def __init__(self, sock: socket.socket, transcript: Transcript, timeout: float) -> None:
+        #: Whether the bytes run inside TLS: the kit then never writes plaintext on this connection.
+        self.tls = isinstance(sock, ssl.SSLSocket)
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -105,8 +109,24 @@ class WireConnection:
         self._reset = False
         self._closed = False
         self._received = 0
+        #: The TLS error that ended the connection, if one did (an alert from the target).
+        self.tls_error: Optional[str] = None
+
+    @classmethod
+    def ended(cls, sock: ssl.SSLSocket, transcript: Transcript, timeout: float, reason: str) -> "WireConnection":
+        """A TLS connection whose handshake the target ended: closed by the target, nothing to send on."""
+        conn = cls(sock, transcript, timeout)
+        conn._closed_by_peer = True
+        conn._reset = True  # no evidence that the target read anything
+        conn.tls_error = reason
+        conn._frames.feed(b"")
+        return conn
 
     # -- state -------------------------------------------------------------------
+    def buffered_in_tls(self) -> bool:
+        """Whether TLS holds decrypted bytes not yet read (``select`` does not see them)."""
+        return self.tls and not self._closed and self.sock.pending() > 0  # type: ignore[attr-defined]
+
     @property
     def peer_closed(self) -> bool:
         """Whether the target has closed (or reset) its side."""
@@ -144,7 +164,10 @@ class WireConnection:
         """Half-close: the target reads end of stream, the kit can still read."""
         self.transcript.note("kit shut down its sending side")
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            # On the descriptor itself: SSLSocket.shutdown would drop the TLS
+            # state, and later reads would return raw records as data.  The
+            # target sees end of stream without close_notify (TLS-1 allows it).
+            socket.socket.shutdown(self.sock, socket.SHUT_WR)
         except OSError as exc:
             self.transcript.note(f"shutdown failed: {exc}")
 
@@ -175,12 +198,16 @@ class WireConnection:
             self._send_all(piece)
 
     def _send_all(self, data: bytes) -> None:
+        if self.tls_error is not None and self.tls:
+            self.transcript.note(f"write failed: the TLS connection has ended ({self.tls_error})")
+            raise self.fail(f"expected the target to take the kit's {len(data)} bytes, got the TLS connection ended "
+                            f"before any of them ({self.tls_error})")
         view = memoryview(data)
         deadline = time.monotonic() + self.timeout
         while view:
             try:
                 sent = self.sock.send(view)
-            except BlockingIOError:
+            except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
                 if time.monotonic() > deadline:
                     raise self.fail(
                         f"expected the target to read what the kit sends, got {len(view)} bytes not taken "
@@ -190,7 +217,7 @@ class WireConnection:
                 select.select([], [self.sock], [], min(0.05, self.timeout))
                 continue
             except OSError as exc:
-                self.transcript.note(f"write failed: {exc}")
+                self.transcript.note(f"write failed: {_tls_reason(exc) if isinstance(exc, ssl.SSLError) else exc}")
                 how = "reset" if isinstance(exc, ConnectionResetError) else f"closed ({_os_error_name(exc)})"
                 done = len(data) - len(view)
                 raise self.fail(
@@ -205,14 +232,22 @@ class WireConnection:
         """Read what has arrived, waiting at most ``wait`` seconds; False on timeout."""
         if self._closed_by_peer:
             return False
-        ready, _, _ = select.select([self.sock], [], [], max(0.0, wait))
-        if not ready:
-            return False
+        if not self.buffered_in_tls():
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, wait))
+            if not ready:
+                return False
         try:
             data = self.sock.recv(_RECV_SIZE)
-        except BlockingIOError:
-            return True
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True  # with TLS: part of a record, or a record without application data
         except ConnectionResetError:
+            self._reset = True
+            data = b""
+        except ssl.SSLError as exc:
+            # A TLS alert (e.g. a master that refused the kit's client
+            # certificate after the handshake, TLS-4) ends the connection.
+            self.tls_error = _tls_reason(exc)
+            self.transcript.note(f"TLS error: {self.tls_error}")
             self._reset = True
             data = b""
         if data:
@@ -369,13 +404,40 @@ def _big_endian_hint(data: bytes) -> str:
     return ""
 
 
+def _tls_reason(exc: BaseException) -> str:
+    from .tls import reason_of
+
+    return reason_of(exc)
+
+
 def _os_error_name(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0)
     return name or type(exc).__name__
 
 
+class TLSRefused(ClauseFailure):
+    """The TLS handshake with the target failed (the kit was told to speak TLS to it)."""
+
+    def __init__(self, evidence: str, *, clause: Optional[str] = None, transcripts: Sequence[Transcript] = (),
+                 reason: str = "", verify: bool = False, closed: bool = False) -> None:
+        super().__init__(evidence, clause=clause, transcripts=transcripts)
+        self.reason = reason
+        self.verify = verify
+        self.closed = closed
+
+    def with_transcripts(self, *transcripts: Transcript) -> "ClauseFailure":
+        clone = super().with_transcripts(*transcripts)
+        clone.reason, clone.verify, clone.closed = self.reason, self.verify, self.closed  # type: ignore[attr-defined]
+        return clone
+
+
 def connect(
-    address: Tuple[str, int], transcript: Transcript, timeout: float, *, retry_for: Optional[float] = None
+    address: Tuple[str, int],
+    transcript: Transcript,
+    timeout: float,
+    *,
+    retry_for: Optional[float] = None,
+    tls: Optional[ssl.SSLContext] = None,
 ) -> WireConnection:
     """Open a connection to a master, as a fresh compute node would.
 
@@ -383,6 +445,14 @@ def connect(
     timeout): a master that re-opens its listening socket between two nodes
     is still serving nodes one after another.  Raises :class:`NoReply` when
     the master cannot be reached in that time.
+
+    With ``tls`` the connection is TLS from its first byte (TLS-1, TLS-6): the
+    handshake runs here, verifying the master against the context's CA and
+    ``address``'s host (TLS-2).  A master that closes during the handshake
+    gives a connection already closed by the target, as a plain master that
+    closes at once would (nothing is ever written in plain on it).  A
+    handshake that fails otherwise raises :class:`TLSRefused`, naming TLS-2
+    when the master's certificate did not verify.
     """
     limit = timeout if retry_for is None else retry_for
     deadline = time.monotonic() + limit
@@ -405,7 +475,29 @@ def connect(
             transcript.note(f"connected after {refusals} refused attempts")
         local = sock.getsockname()
         transcript.note(f"connected from {local[0]}:{local[1]} to {address[0]}:{address[1]}")
-        return WireConnection(sock, transcript, timeout)
+        if tls is None:
+            return WireConnection(sock, transcript, timeout)
+        return _start_tls_client(sock, tls, address[0], transcript, timeout)
+
+
+def _start_tls_client(sock: socket.socket, context: ssl.SSLContext, host: str, transcript: Transcript, timeout: float) -> WireConnection:
+    try:
+        tls = client_handshake(sock, context, host, timeout, keep_failed=True)
+    except HandshakeFailed as failed:
+        transcript.note(f"TLS handshake failed: {failed.reason}")
+        if failed.sock is not None:
+            return WireConnection.ended(failed.sock, transcript, timeout, failed.reason)
+        if failed.timed_out:
+            raise NoReply(f"expected the master to complete a TLS handshake, got {failed.reason}", transcripts=[transcript])
+        raise TLSRefused(
+            f"expected a TLS handshake with the master, got {failed.reason}",
+            clause="TLS-2" if failed.verify else None,
+            transcripts=[transcript],
+            reason=failed.reason,
+            verify=failed.verify,
+        ) from None
+    transcript.note(f"TLS handshake done: {tls.version()}, {(tls.cipher() or ('?',))[0]}")
+    return WireConnection(tls, transcript, timeout)
 
 
 class Listener:
@@ -417,8 +509,12 @@ class Listener:
         timeout: The conformance timeout.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, timeout: float = 2.0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, timeout: float = 2.0, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         self.timeout = timeout
+        #: The kit's server context in TLS mode: every accepted connection is TLS.
+        self.tls = tls
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -453,12 +549,88 @@ class Listener:
         return dropped
 
     def accept(self, transcript: Transcript, timeout: Optional[float] = None, *, who: str = "the compute node") -> WireConnection:
-        """Wait for one connection; raise :class:`NoReply` if none comes in time."""
+        """Wait for one connection; raise :class:`NoReply` if none comes in time.
+
+        In TLS mode the server side of the handshake runs here, within the
+        conformance timeout; a handshake that fails raises :class:`TLSRefused`
+        (``plain`` set when the node's first bytes were not TLS at all).
+        """
+        sock = self.accept_raw(transcript, timeout, who=who)
+        if self.tls is None:
+            return WireConnection(sock, transcript, self.timeout)
+        return start_tls_server(sock, self.tls, transcript, self.timeout)
+
+    def accept_raw(self, transcript: Transcript, timeout: Optional[float] = None, *, who: str = "the compute node") -> socket.socket:
+        """Wait for one TCP connection and return its socket as accepted (no TLS); :class:`NoReply` if none."""
         limit = self.timeout if timeout is None else timeout
         ready, _, _ = select.select([self._sock], [], [], limit)
         if not ready:
             transcript.note(f"no connection within {limit:g} s")
             raise NoReply(f"expected {who} to connect, got no connection within {limit:g} s", transcripts=[transcript])
-        sock, peer = self._sock.accept()
+        try:
+            sock, peer = self._sock.accept()
+        except BlockingIOError:
+            raise NoReply(f"expected {who} to connect, got a connection that went away", transcripts=[transcript]) from None
+        sock.setblocking(True)
         transcript.note(f"accepted a connection from {peer[0]}:{peer[1]}")
-        return WireConnection(sock, transcript, self.timeout)
+        return sock
+
+
+def first_bytes(sock: socket.socket, timeout: float, size: int = 5) -> bytes:
+    """The first bytes a peer sent, left in the socket (``MSG_PEEK``); b"" if none came within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            break
+        try:
+            peeked = sock.recv(size, socket.MSG_PEEK)
+        except OSError:
+            break
+        if not peeked or peeked == data:
+            if not peeked:
+                break
+            time.sleep(0.005)  # more of the first record is on its way
+        data = peeked
+    return data
+
+
+def start_tls_server(sock: socket.socket, context: ssl.SSLContext, transcript: Transcript, timeout: float) -> WireConnection:
+    """The kit's side of a node's TLS handshake; :class:`TLSRefused` if it fails."""
+    head = first_bytes(sock, timeout)
+    if head and not _looks_like_tls(head):
+        # Kept for the transcript: what the node sent instead of a ClientHello.
+        transcript.received(head)
+        sock.close()
+        transcript.note("not a TLS record: the kit closed the connection")
+        raise TLSRefused(
+            f"expected a TLS handshake (the kit serves TLS), got plain bytes {head.hex()}",
+            clause="TLS-1", transcripts=[transcript], reason="plain bytes", closed=False,
+        )
+    try:
+        tls = server_handshake(sock, context, timeout)
+    except HandshakeFailed as failed:
+        transcript.note(f"TLS handshake failed: {failed.reason}")
+        raise TLSRefused(
+            f"expected a TLS handshake with the compute node, got {failed.reason}",
+            transcripts=[transcript], reason=failed.reason, verify=failed.verify, closed=failed.closed,
+        ) from None
+    peer = tls.getpeercert()
+    who = f", client certificate for {_subject(peer)}" if peer else ""
+    transcript.note(f"TLS handshake done: {tls.version()}, {(tls.cipher() or ('?',))[0]}{who}")
+    return WireConnection(tls, transcript, timeout)
+
+
+def _subject(cert: dict) -> str:
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)[:60]
+    return "?"
+
+
+def _looks_like_tls(data: bytes) -> bool:
+    from .tls import looks_like_tls
+
+    return looks_like_tls(data)

@@ -42,10 +42,9 @@ from typing import Any, Iterator, List, Optional, Set
 
 import pytest
 
-from skyllh_cluster.clauses import CLAUSES
-
 from .failures import ClauseFailure, Inconclusive, KitError
 from .report import (
+    CLAUSE_TABLE as CLAUSES,
     BLOCKED,
     ERROR,
     EXIT_INTERRUPTED,
@@ -63,6 +62,7 @@ from .report import (
     report_json,
 )
 from .session import Kit, KitOptions, parse_address
+from .tls import TLSSettings
 from .untested import NOT_ON_THE_WIRE
 
 __all__ = ["KIT_DIR", "is_kit_item", "register_kit_dir"]
@@ -172,6 +172,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="how long a started compute node may take to connect (default: 10)",
     )
     group.addoption(
+        "--tls-ca",
+        metavar="FILE",
+        help="TLS profile: the CA of the master's certificate (master mode: every connection is TLS, verified "
+        "against it); compute-node mode: require client certificates from this CA",
+    )
+    group.addoption(
+        "--tls-cert",
+        metavar="FILE",
+        help="TLS profile: the kit's certificate; master mode: its client certificate (the master is in mutual TLS); "
+        "compute-node mode: the kit's server certificate (for the --listen address): the kit serves TLS",
+    )
+    group.addoption("--tls-key", metavar="FILE", help="TLS profile: the key of --tls-cert (default: in --tls-cert)")
+    group.addoption(
         "--cn-live-time",
         metavar="SECONDS",
         type=int,
@@ -204,9 +217,20 @@ def _options(config: pytest.Config) -> KitOptions:
             cn_startup_timeout=_positive(config.getoption("cn_startup_timeout"), "--cn-startup-timeout"),
             cn_live_time=int(_positive(config.getoption("cn_live_time"), "--cn-live-time")),
             seeded=config.getoption("hypothesis_seed", None) is not None,
+            tls=_tls_settings(config),
         )
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _tls_settings(config: pytest.Config) -> TLSSettings:
+    settings = TLSSettings(config.getoption("tls_ca"), config.getoption("tls_cert"), config.getoption("tls_key"))
+    settings.check()
+    if settings.any and config.getoption("target") and not settings.master_mode:
+        raise ValueError("a TLS master (--target) needs --tls-ca: the CA that signs its certificate")
+    if settings.any and config.getoption("cn_command") and not settings.node_mode:
+        raise ValueError("TLS compute nodes (--cn-command) need --tls-cert (and --tls-key): the kit's server certificate")
+    return settings
 
 
 def _positive(value: float, option: str) -> float:

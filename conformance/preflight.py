@@ -28,7 +28,7 @@ from typing import Optional
 from skyllh_cluster.commands import ACK, RegisterCN
 
 from .failures import ClauseFailure, KitError, NeverConnected, NoReply
-from .peer import connect
+from .peer import TLSRefused, connect
 from .scenario_checks import NodeRun, ScenarioRun, run_master_scenario, run_node_scenario
 from .session import Kit, command_frame
 from .transcript import RECEIVED, SENT, Transcript
@@ -66,11 +66,18 @@ def preflight_master(kit: Kit) -> ScenarioRun:
     where = f"--target {host}:{port}"
     transcript = Transcript("pre-flight node")
     try:
-        conn = connect(kit.target, transcript, kit.patience, retry_for=max(kit.options.timeout, 3.0))
+        conn = connect(kit.target, transcript, kit.patience, retry_for=max(kit.options.timeout, 3.0), tls=kit.client_tls)
+    except TLSRefused as refused:
+        raise _tls_stop(where, refused) from None
     except NoReply as exc:
         raise PreflightStop(f"{where}: nothing accepts connections there ({exc.evidence})") from None
     with conn:
         run = run_master_scenario(conn, command_frame(RegisterCN(int(time.time()), 3600)))
+    if conn.tls_error is not None and not run.frames:
+        raise PreflightStop(
+            f"{where} ended the TLS connection before an ACK ({conn.tls_error}): is it in TLS mode, "
+            "and does it accept the kit's client certificate (--tls-cert, --tls-key, from the CA it trusts)?"
+        )
     first = run.frames[0] if run.frames else None
     said = transcript.bytes_in(RECEIVED)
     if (first is not None and isinstance(first.command, ACK)) or _speaks_the_protocol(said):
@@ -95,6 +102,18 @@ def preflight_master(kit: Kit) -> ScenarioRun:
     )
 
 
+def _tls_stop(where: str, refused: TLSRefused) -> PreflightStop:
+    """The one line for a master whose TLS handshake failed: TLS-2 if its certificate did not verify."""
+    if refused.verify:
+        return PreflightStop(
+            f"{where}: the master's certificate did not verify against --tls-ca for {where.split()[-1].rsplit(':', 1)[0]}: "
+            f"{refused.reason}",
+            clause="TLS-2",
+            failure=refused,
+        )
+    return PreflightStop(f"{where}: the TLS handshake failed ({refused.reason}): is the master in TLS mode?")
+
+
 def preflight_node(kit: Kit) -> NodeRun:
     """Start one compute node under test and play the scenario with it; return the run.
 
@@ -114,6 +133,17 @@ def preflight_node(kit: Kit) -> NodeRun:
     assert failure is not None
     if isinstance(failure, NeverConnected):
         raise PreflightStop(f"--cn-command: {failure.evidence}")
+    if isinstance(failure, TLSRefused):
+        if failure.clause is not None:  # plain bytes to the kit's TLS master
+            raise PreflightStop(
+                f"--cn-command: {failure.evidence}: the kit serves TLS (--tls-cert); is the node in TLS mode?",
+                clause=failure.clause,
+                failure=failure,
+            )
+        raise PreflightStop(
+            f"--cn-command: the TLS handshake with the node failed ({failure.reason}): does the node trust the "
+            "kit's certificate (--tls-cert: give the node its CA), and, with --tls-ca, present a client certificate?"
+        )
     if _speaks_the_protocol(run.transcript.bytes_in(RECEIVED)):
         return run  # a broken RegisterCN, but a RegisterCN: the clause tests judge it
     raise PreflightStop(

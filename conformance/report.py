@@ -29,7 +29,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from skyllh_cluster.clauses import CLAUSES, Level
+from skyllh_cluster.clauses import CLAUSES, Clause, Level
+from skyllh_cluster.tls import TLS_CLAUSES
 
 from .transcript import NOTE, Transcript
 from .untested import NOT_ON_THE_WIRE
@@ -56,6 +57,7 @@ __all__ = [
     "report_dict",
     "report_json",
     "MODE_OPTIONS",
+    "CLAUSE_TABLE",
     "first_line",
 ]
 
@@ -81,6 +83,10 @@ EXIT_STATUSES: Tuple[Tuple[int, str], ...] = (
     (EXIT_INCONCLUSIVE, "inconclusive: nothing failed, but a MUST clause (or a SHOULD clause, with "
      "--strict-conformance) could not be decided"),
 )
+
+#: The kit's clause table: the protocol's clauses (spec/protocol.md), then the
+#: TLS profile's (spec/tls-profile.md), in spec order.  Every report lists them all.
+CLAUSE_TABLE: Dict[str, Clause] = {**CLAUSES, **TLS_CLAUSES}
 
 #: The option that selects each mode, for "not tested" details.
 MODE_OPTIONS = {"master": "--target HOST:PORT", "cn": "--cn-command CMD"}
@@ -167,10 +173,10 @@ class Results:
         by_clause: Dict[str, List[Record]] = {}
         for rec in self.records:
             by_clause.setdefault(rec.clause, []).append(rec)
-        return [self._row(cid, by_clause.get(cid, []), modes) for cid in CLAUSES]
+        return [self._row(cid, by_clause.get(cid, []), modes) for cid in CLAUSE_TABLE]
 
     def _row(self, cid: str, records: List[Record], modes: Set[str]) -> ClauseRow:
-        clause = CLAUSES[cid]
+        clause = CLAUSE_TABLE[cid]
         outcome, detail = self._verdict(cid, records, modes)
         return ClauseRow(cid, clause.level.value, clause.title, outcome, detail, tuple(records))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
@@ -25,6 +27,7 @@ from .canary import Canary, Evidence
 from .failures import ClauseFailure, Inconclusive, KitError, NeverConnected, NoReply
 from .launcher import NodeProcess, command_line
 from .peer import Frame, Listener, WireConnection, connect
+from .tls import CertificateStore, TLSSettings, client_context, server_context
 from .transcript import Transcript
 
 __all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address", "MAX_STRETCH"]
@@ -60,6 +63,7 @@ class KitOptions:
     cn_startup_timeout: float = 10.0
     cn_live_time: int = 60
     seeded: bool = False
+    tls: TLSSettings = TLSSettings()
 
     @property
     def target_text(self) -> str:
@@ -84,6 +88,14 @@ class Kit:
         #: Clauses whose tests run in this session (set by the plugin; empty: all).
         self.selected: "set[str]" = set()
         self._stall_verdicts: "dict[str, Optional[ClauseFailure]]" = {}
+        #: Certificates no target trusts, made on first use (the TLS checks).
+        self.untrusted = CertificateStore()
+        tls = options.tls
+        #: The kit's context as a compute node (master mode in TLS), and as a master (compute-node mode in TLS).
+        self.client_tls: Optional[ssl.SSLContext] = client_context(tls.ca, tls.cert, tls.key) if tls.master_mode else None
+        self.server_tls: Optional[ssl.SSLContext] = (
+            server_context(tls.cert, tls.key, tls.ca) if tls.node_mode and tls.cert is not None else None
+        )
 
     def calibrate(self, latency: float) -> None:
         """Adapt the waits to the target's measured reply latency (from the pre-flight).
@@ -202,6 +214,7 @@ class Kit:
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        self.untrusted.close()
 
     # -- master mode: the kit plays compute nodes ---------------------------------------
     @property
@@ -217,7 +230,24 @@ class Kit:
         ``patience`` bounds how long connecting may take (default: the timeout).
         """
         transcript = Transcript(label)
-        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience))
+        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience, tls=self.client_tls))
+
+    def connect_with(self, label: str, context: Optional[ssl.SSLContext]) -> WireConnection:
+        """A connection to the master with another TLS context than the run's (``None``: plain TCP)."""
+        return self.track(connect(self.target, Transcript(label), self.timeout, tls=context))
+
+    def untrusted_files(self) -> "dict[str, str]":
+        """The certificates no target trusts (see :func:`.tls.untrusted_certificates`).
+
+        Raises:
+            Inconclusive: the kit cannot make certificates here.
+        """
+        from .tls import NoCertificateTool
+
+        try:
+            return self.untrusted.files()
+        except NoCertificateTool as exc:
+            raise Inconclusive(str(exc)) from None
 
     # -- MST-7 and FRM-6: one window for both registration bounds ---------------------
     def judge_stall(self, which: str, half_frame: bytes) -> None:
@@ -291,7 +321,7 @@ class Kit:
             return None
 
     def _stall_connection(self, label: str, data: bytes) -> WireConnection:
-        conn = connect(self.target, Transcript(label), self.timeout)
+        conn = connect(self.target, Transcript(label), self.timeout, tls=self.client_tls)
         if data:
             conn.send(data)
         return conn
@@ -311,7 +341,7 @@ class Kit:
         """The kit's master socket (opened on first use, for the whole run)."""
         if self._listener is None:
             host, port = self.options.listen
-            self._listener = Listener(host, port, self.timeout)
+            self._listener = Listener(host, port, self.timeout, tls=self.server_tls)
         return self._listener
 
     def start_node(self, live_time: Optional[int] = None, label: str = "node") -> "NodeUnderTest":
@@ -332,6 +362,42 @@ class Kit:
         node = NodeUnderTest(process, live, transcript, self.timeout)
         node.conn = self.track(_accept_from(listener, process, transcript, self.options.cn_startup_timeout))
         return node
+
+
+    def start_node_raw(self, listener: Listener, label: str, host: Optional[str] = None) -> "Tuple[NodeProcess, socket.socket, Transcript]":
+        """Start a node told to connect to ``listener`` (as ``host``, default its address); accept its TCP connection.
+
+        Nothing is read and no TLS runs: the test plays whatever master it
+        checks against.  The node is killed when the test ends.
+        """
+        if self.options.cn_command is None:
+            raise KitError("this test needs --cn-command")
+        transcript = Transcript(label)
+        address, port = listener.address
+        process = self.track(
+            NodeProcess(command_line(self.options.cn_command, host or address, port, self.options.cn_live_time), transcript)
+        )
+        sock = self.track(_accept_raw_from(listener, process, transcript, self.options.cn_startup_timeout))
+        return process, sock, transcript
+
+
+def _accept_raw_from(listener: Listener, process: NodeProcess, transcript: Transcript, limit: float) -> socket.socket:
+    """Like :func:`_accept_from`, without TLS: the accepted socket as it is."""
+    deadline = time.monotonic() + limit
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return listener.accept_raw(transcript, min(0.1, max(left, 0.0)))
+        except NoReply:
+            status = process.poll()
+            if status is not None or left <= 0:
+                tail = process.output_tail()
+                got = f"exit status {status} before it connected" if status is not None else f"no connection within {limit:g} s"
+                raise NeverConnected(
+                    f"expected the compute node to connect, got {got}" + (f"; it said: {tail}" if tail else ""),
+                    clause="CN-1",
+                    transcripts=[transcript],
+                ) from None
 
 
 def _accept_from(listener: Listener, process: NodeProcess, transcript: Transcript, limit: float) -> WireConnection:
@@ -467,7 +533,7 @@ class NodeUnderTest:
 
     def readable_now(self) -> bool:
         """Whether the node has sent something (or closed) that is not yet read."""
-        return bool(select.select([self.conn.sock], [], [], 0)[0])
+        return self.conn.buffered_in_tls() or bool(select.select([self.conn.sock], [], [], 0)[0])
 
 
 def _framed(payload: bytes) -> bytes:

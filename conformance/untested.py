@@ -1,6 +1,7 @@
 """The clauses the kit has no test for, and why.
 
-Every other clause of :data:`skyllh_cluster.clauses.CLAUSES` has at least one
+Every other clause of the kit's table (:data:`.report.CLAUSE_TABLE`: the
+protocol's clauses and the TLS profile's) has at least one
 kit test that can fail; the kit's own self-tests keep the two sets
 complementary.  A clause is here only when nothing a peer can see on the wire
 tells a conforming implementation from a broken one.
@@ -26,4 +27,17 @@ NOT_ON_THE_WIRE: Dict[str, str] = {
         "to several registered nodes, and failure reports are local"
     ),
     "ERR-2": "no test: not observable on the wire; error reports are the implementation's logs and exceptions",
+    "TLS-1": (
+        "no test of its own: in TLS mode every other check runs inside TLS, frames unchanged, and TLS-2 checks "
+        "the version; the kit offers no version below TLS 1.2, which not every OpenSSL can still build"
+    ),
+    "TLS-7": (
+        "no test of its own: a stalled handshake is a silent connection to the kit's MST-7 and MST-10 checks "
+        "only after the handshake; a handshake that blocks the loop is not told apart from a slow machine"
+    ),
+    "TLS-8": (
+        "no test: the allow-list refuses by source address, and the kit reaches the master from one address "
+        "that the master must allow"
+    ),
+    "TLS-9": "no test of its own: a run in plain mode is the check of the plain profile's bytes",
 }
