@@ -203,11 +203,16 @@ def _no_plain_reconnection(kit: Kit, listener: Listener, process: NodeProcess, t
                 break
             continue
         attempts += 1
-        conn = kit.track(WireConnection(sock, transcript, kit.timeout))
+        again = Transcript(f"the node's connection {attempts + 1}, after the failed handshake")
+        conn = kit.track(WireConnection(sock, again, kit.timeout))
         head = first_bytes(sock, kit.timeout)
         if head and not looks_like_tls(head):
             data = conn.received_within(min(kit.timeout, 0.5))
-            raise conn.fail(f"expected no plain connection after the failed handshake, got {_plain_evidence(data)}")
+            raise ClauseFailure(
+                f"expected no plain connection after the failed handshake, got {_plain_evidence(data)} "
+                f"on connection {attempts + 1}",
+                transcripts=[transcript, again],
+            )
         conn.close()
         if attempts >= 20:
             break

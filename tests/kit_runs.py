@@ -46,12 +46,16 @@ class KitRun:
         return next(c["detail"] for c in self.report["clauses"] if c["id"] == clause_id)
 
 
-def run_kit(args: Sequence[str], timeout: float = RUN_TIMEOUT, *, pythonpath: Optional[Path] = None) -> KitRun:
+def run_kit(
+    args: Sequence[str], timeout: float = RUN_TIMEOUT, *, pythonpath: Optional[Path] = None,
+    env_extra: Optional[Dict[str, str]] = None,
+) -> KitRun:
     """Run ``python -m skyllh_cluster.conformance ARGS`` with a JSON report; return the result.
 
-    ``pythonpath`` is put on ``PYTHONPATH`` (for ``-p`` plugins of the self-tests).
+    ``pythonpath`` is put on ``PYTHONPATH`` (for ``-p`` plugins of the self-tests);
+    ``env_extra`` is added to the environment.
     """
-    env = _env()
+    env = {**_env(), **(env_extra or {})}
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,18 +73,18 @@ def run_kit(args: Sequence[str], timeout: float = RUN_TIMEOUT, *, pythonpath: Op
 
 
 @contextmanager
-def faulty_master(fault: Optional[str] = None, write_mode: str = "normal") -> Iterator[str]:
-    """Run the faulty master; yield its ``HOST:PORT``."""
-    argv = [sys.executable, str(FAULTY_MASTER), "--write-mode", write_mode]
+def faulty_master(fault: Optional[str] = None, write_mode: str = "normal", extra: Sequence[str] = ()) -> Iterator[str]:
+    """Run the faulty master (with ``extra`` arguments, e.g. its TLS files); yield its ``HOST:PORT``."""
+    argv = [sys.executable, str(FAULTY_MASTER), "--write-mode", write_mode, *extra]
     if fault:
         argv += ["--fault", fault]
     with MasterProcess(argv, address_pattern("listening on")) as master:
         yield master.target
 
 
-def faulty_cn_command(fault: Optional[str] = None, write_mode: str = "normal") -> str:
-    """The ``--cn-command`` template of the faulty compute node."""
-    words = [sys.executable, str(FAULTY_CN), "{host}", "{port}", "--live-time", "{live_time}", "--write-mode", write_mode]
+def faulty_cn_command(fault: Optional[str] = None, write_mode: str = "normal", extra: Sequence[str] = ()) -> str:
+    """The ``--cn-command`` template of the faulty compute node (with ``extra`` arguments, e.g. its TLS files)."""
+    words = [sys.executable, str(FAULTY_CN), "{host}", "{port}", "--live-time", "{live_time}", "--write-mode", write_mode, *extra]
     if fault:
         words += ["--fault", fault]
     return " ".join(shlex.quote(w) if "{" not in w else w for w in words)

@@ -1,6 +1,7 @@
 """A compute node for the kit's self-tests, with one optional fault.
 
     python tests/kit_targets/faulty_cn.py HOST PORT --live-time S [--fault CLAUSE-ID] [--write-mode MODE]
+        [--tls-ca FILE [--tls-cert FILE --tls-key FILE]]
 
 With no fault it meets every clause the kit tests in compute-node mode and
 prints one SCN-3 line (``MSG <json>``) per MSG; ``--fault`` breaks exactly
@@ -9,6 +10,8 @@ the named clause (see :data:`FAULTS`), or, for a name in
 ``--write-mode byte-by-byte`` writes the RegisterCN one byte per write.
 Payloads are decoded only with :func:`skyllh_cluster.codec.loads`.  Exit
 status: 0 after ShutdownCN or at the end of the live time, 1 otherwise.
+With ``--tls-ca`` it speaks the TLS profile (with a client certificate if
+given); the faults TLS-3 and TLS-6 are those of a node in TLS mode.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import select
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -65,6 +69,8 @@ FAULTS = {
     "ENC-6": "a MSG refused under ENC-6 is printed as a value",
     "VAL-2": "a MSG refused under VAL-2 is printed as a value",
     "VAL-3": "a MSG refused under VAL-3 is printed as a value",
+    "TLS-3": "TLS mode: any master certificate is accepted (no verification, no host name check)",
+    "TLS-6": "TLS mode: when the handshake fails, it connects again in plain TCP and registers",
 }
 
 #: Second faults for clauses that already have one: name -> (clause, how).
@@ -90,15 +96,38 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--live-time", type=int, default=7200)
     parser.add_argument("--fault", choices=sorted(FAULTS) + sorted(EXTRA_FAULTS), default=None)
     parser.add_argument("--write-mode", choices=["normal", "single-write", "byte-by-byte"], default="normal")
+    parser.add_argument("--tls-ca")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
     args = parser.parse_args(argv)
     started = time.time()
     sock = socket.create_connection((args.host, args.port), timeout=10)
+    if args.tls_ca is not None:
+        try:
+            sock = _start_tls(sock, args)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            if args.fault != "TLS-6":
+                print(f"TLS with the master failed: {exc}", file=sys.stderr)
+                return 1
+            sock = socket.create_connection((args.host, args.port), timeout=10)  # the fallback TLS-6 forbids
     try:
         return Node(sock, args, started).run()
     except Stop as stop:
         return stop.status
     finally:
         sock.close()
+
+
+def _start_tls(sock: socket.socket, args: argparse.Namespace) -> socket.socket:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(args.tls_ca)
+    if args.fault == "TLS-3":
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if args.tls_cert:
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context.wrap_socket(sock, server_hostname=args.host)
 
 
 class Node:
@@ -149,9 +178,15 @@ class Node:
                     return payload
             watch_clock = self.fault != "CN-10"
             wait = max(0.0, self.deadline - time.time()) if watch_clock else None
-            if not select.select([self.sock], [], [], wait)[0]:
+            buffered = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+            if not buffered and not select.select([self.sock], [], [], wait)[0]:
                 raise Stop(0 if self.acked else 1)  # the live time has passed
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except ssl.SSLWantReadError:
+                continue  # part of a TLS record
+            except ssl.SSLError:
+                raise Stop(1) from None
             if not chunk:
                 if self.buffer and self.fault == "FRM-5":
                     time.sleep(max(0.0, min(30.0, self.deadline - time.time())))

@@ -1,6 +1,7 @@
 """A conformance-scenario master for the kit's self-tests, with one optional fault.
 
     python tests/kit_targets/faulty_master.py [--fault CLAUSE-ID] [--write-mode MODE]
+        [--tls-cert FILE --tls-key FILE [--tls-ca FILE --tls-require-client-cert]]
 
 Prints ``listening on HOST:PORT`` on stderr and serves the scenario until
 killed.  One thread per connection (a test target, not the reference).  With
@@ -8,13 +9,18 @@ no fault it meets every clause the kit tests; ``--fault`` breaks exactly the
 named one (see :data:`FAULTS`).  ``--write-mode`` is ``normal`` (one write per
 frame), ``single-write`` (everything in one write) or ``byte-by-byte``.
 Payloads are decoded only with :func:`skyllh_cluster.codec.loads`.
+With ``--tls-cert`` it speaks the TLS profile (mutual TLS with
+``--tls-require-client-cert``); the faults TLS-4 and TLS-6 are those of a
+master in TLS mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -67,6 +73,10 @@ FAULTS = {
     "CMD-3": "a RegisterCN with extra keys in its state is ACKed",
     "ENC-6": "a RegisterCN refused under ENC-6 is ACKed",
     "MST-11": "bytes after the RegisterCN are ignored: the node is ACKed and served",
+    "TLS-2": "TLS mode: run with a certificate that does not name the master's address (the self-test gives it)",
+    "TLS-4": "TLS mode: client certificates are not required, even with --tls-require-client-cert",
+    "TLS-5": "TLS mode: a connection that does not start a TLS handshake drops every other connection",
+    "TLS-6": "TLS mode: a connection whose first byte is not a TLS handshake is served in plain TCP",
 }
 
 #: Second faults for clauses that already have one: name -> (clause, how).
@@ -77,8 +87,11 @@ EXTRA_FAULTS = {
 
 
 class Master:
-    def __init__(self, fault: Optional[str], write_mode: str, registration_timeout: float) -> None:
+    def __init__(
+        self, fault: Optional[str], write_mode: str, registration_timeout: float, tls: Optional[ssl.SSLContext] = None
+    ) -> None:
         self.fault = fault
+        self.tls = tls
         self.write_mode = write_mode
         self.timeout = registration_timeout
         self.lock = threading.Lock()
@@ -173,6 +186,8 @@ class Master:
 
     @staticmethod
     def _more_waiting(sock: socket.socket) -> bool:
+        if isinstance(sock, ssl.SSLSocket):
+            return sock.pending() > 0 or bool(select.select([sock], [], [], 0)[0])
         sock.setblocking(False)
         try:
             return bool(sock.recv(1, socket.MSG_PEEK))
@@ -181,8 +196,46 @@ class Master:
         finally:
             sock.setblocking(True)
 
+    def drop_everyone(self) -> None:
+        """Drop every connection open now, and any accepted in the next moment."""
+        self.drop_until = time.monotonic() + 0.5
+        with self.lock:
+            for other in self.clients:
+                try:
+                    socket.socket.shutdown(other, socket.SHUT_RDWR)  # wakes the thread blocked on it
+                except OSError:
+                    pass
+
     # -- one connection ------------------------------------------------------------------
+    def start_tls(self, sock: socket.socket) -> Optional[socket.socket]:
+        """The TLS side of an accepted connection; None if its handshake fails (or it is served plain: TLS-6)."""
+        assert self.tls is not None
+        sock.settimeout(self.timeout)
+        try:
+            first = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            first = b""
+        if self.fault == "TLS-6" and first and first != b"\x16":
+            sock.settimeout(None)
+            return sock  # the plain fallback the profile forbids
+        if self.fault == "TLS-5" and first and first != b"\x16":
+            self.drop_everyone()
+            sock.close()
+            return None
+        try:
+            tls = self.tls.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            sock.close()
+            return None
+        tls.settimeout(None)
+        return tls
+
     def serve(self, sock: socket.socket) -> None:
+        if self.tls is not None:
+            wrapped = self.start_tls(sock)
+            if wrapped is None:
+                return
+            sock = wrapped
         with self.lock:
             self.clients.append(sock)
         try:
@@ -216,13 +269,7 @@ class Master:
             if self.fault == "ERR-1":
                 # Like a master whose registration aborts: every connection
                 # open now, and any accepted in the next moment, is dropped.
-                self.drop_until = time.monotonic() + 0.5
-                with self.lock:
-                    for other in self.clients:
-                        try:
-                            other.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked on it
-                        except OSError:
-                            pass
+                self.drop_everyone()
             return
         assert isinstance(command, RegisterCN)
         if self.fault == "MST-1" and command.cn_live_time > 100000:
@@ -251,8 +298,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--fault", choices=sorted(FAULTS) + sorted(EXTRA_FAULTS), default=None)
     parser.add_argument("--write-mode", choices=["normal", "single-write", "byte-by-byte"], default="normal")
     parser.add_argument("--registration-timeout", type=float, default=1.0)
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-ca")
+    parser.add_argument("--tls-require-client-cert", action="store_true")
     args = parser.parse_args(argv)
-    master = Master(args.fault, args.write_mode, args.registration_timeout)
+    context = None
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        context.num_tickets = 0
+        if args.tls_ca:
+            context.load_verify_locations(args.tls_ca)
+            mutual = args.tls_require_client_cert and args.fault != "TLS-4"
+            context.verify_mode = ssl.CERT_REQUIRED if mutual else ssl.CERT_NONE
+    master = Master(args.fault, args.write_mode, args.registration_timeout, context)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((args.host, args.port))
