@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from skyllh_cluster.clauses import CLAUSES
 from skyllh_cluster.conformance import explain
 from skyllh_cluster.conformance.explain import (
     SPEC_FILES,
@@ -19,6 +18,7 @@ from skyllh_cluster.conformance.explain import (
     spec_dir,
     spec_path,
 )
+from skyllh_cluster.conformance.report import CLAUSE_TABLE as CLAUSES  # the protocol's clauses and the TLS profile's
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,7 +66,7 @@ def test_an_id_like_nothing_lists_every_clause_range() -> None:
         clause_location("hello")
     assert str(info.value) == (
         "no clause 'hello' in spec/protocol.md; the clauses are FRM-1..6, ENC-1..8, CMD-1..4, VAL-1..4, "
-        "MST-1..11, CN-1..11, ERR-1..2, SCN-1..3, SEC-1"
+        "MST-1..11, CN-1..11, ERR-1..2, SCN-1..3, SEC-1, TLS-1..9"
     )
 
 
@@ -81,10 +81,24 @@ def test_the_location_is_the_anchor_github_renders_and_the_installed_line() -> N
     anchor = "spec/protocol.md#mst-7--should--the-master-bounds-the-time-a-connection-may-take-to-register"
     installed = spec_path("protocol.md")
     assert location == f"{anchor} (installed: {installed}, line {clause_section('MST-7').line})"
-    lines = installed.read_text(encoding="utf-8").splitlines()
     for cid in CLAUSES:
         section = clause_section(cid)
+        lines = spec_path(section.document).read_text(encoding="utf-8").splitlines()
         assert lines[section.line - 1] == f"### {section.heading}", cid
+
+
+def test_tls_clauses_are_read_from_the_tls_profile() -> None:
+    text = clause_text("tls-4")
+    assert text.startswith("TLS-4 · MUST · In mutual TLS the master admits only a client certificate")
+    assert "decodes nothing from it" in text and "\n#" not in text
+    section = clause_section("TLS-4")
+    assert section.document == "tls-profile.md"
+    assert clause_location("TLS-4") == (
+        "spec/tls-profile.md#tls-4--must--in-mutual-tls-the-master-admits-only-a-client-certificate-that-verifies-"
+        f"against-its-ca (installed: {spec_path('tls-profile.md')}, line {section.line})"
+    )
+    with pytest.raises(UnknownClauseError, match=r"^no clause 'TLS-10' in spec/tls-profile.md; did you mean TLS-1"):
+        clause_text("TLS-10")
 
 
 def test_the_anchors_are_those_the_spec_links_to() -> None:

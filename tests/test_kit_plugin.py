@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from skyllh_cluster.clauses import CLAUSES
+from skyllh_cluster.conformance.report import CLAUSE_TABLE as CLAUSES  # the protocol's clauses and the TLS profile's
 
 from kit_runs import faulty_cn_command, faulty_master, run_kit
 

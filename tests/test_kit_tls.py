@@ -175,3 +175,17 @@ def test_tls_options_are_checked_before_any_test(pki: Dict[str, str]) -> None:
     run = run_kit(["--target", "127.0.0.1:9", "--tls-ca", os.devnull + ".missing"])
     assert run.status == 4
     assert "--tls-ca: no such file" in run.output
+
+
+def test_explain_reads_a_tls_clause_and_help_offers_the_tls_options() -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "skyllh_cluster.conformance", "--explain", "TLS-4"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("TLS-4 · MUST · In mutual TLS the master admits only a client certificate")
+    assert "read it in: spec/tls-profile.md#tls-4--must--" in proc.stdout
+    shown = subprocess.run([sys.executable, "-m", "skyllh_cluster.conformance", "--help"],
+                           capture_output=True, text=True, timeout=60).stdout
+    assert all(option in shown for option in ("--tls-ca FILE", "--tls-cert FILE", "--tls-key FILE"))
+    assert len(shown.splitlines()) <= 60
