@@ -18,6 +18,7 @@ never checked in).  The kit is run as its users run it, in a subprocess with
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List
@@ -189,3 +190,54 @@ def test_explain_reads_a_tls_clause_and_help_offers_the_tls_options() -> None:
                            capture_output=True, text=True, timeout=60).stdout
     assert all(option in shown for option in ("--tls-ca FILE", "--tls-cert FILE", "--tls-key FILE"))
     assert len(shown.splitlines()) <= 60
+
+
+def _handshake_pair(server: ssl.SSLContext, client: ssl.SSLContext, host: str = "127.0.0.1") -> str:
+    """One handshake over a loopback connection; the client's negotiated version."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    errors: List[BaseException] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            with server.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)
+        except (OSError, ValueError) as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(listener.getsockname()[:2], timeout=10) as raw:
+            with client.wrap_socket(raw, server_hostname=host) as tls:
+                version = str(tls.version())
+                tls.sendall(b"x")
+    finally:
+        thread.join(10)
+        listener.close()
+    assert not errors, errors
+    return version
+
+
+@pytest.mark.parametrize("tool", ["openssl", "cryptography"])
+def test_the_kits_own_certificates_are_valid_from_their_own_ca(tool: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The certificates the kit makes verify against their own CA: a target that refuses them refuses a CA, not a broken file."""
+    from skyllh_cluster.conformance import tls
+
+    if tool == "cryptography":
+        pytest.importorskip("cryptography")
+        made = tls.untrusted_certificates(tmp_path)
+    else:
+        if tls_certs.OPENSSL is None:
+            pytest.skip("no openssl command")
+        monkeypatch.setitem(sys.modules, "cryptography", None)  # import fails: the openssl path
+        made = tls.untrusted_certificates(tmp_path)
+        assert (tmp_path / "other-ca.srl").exists()  # openssl's serial file: the openssl path ran
+    for server_name, ca in (("other-master", "other-ca"), ("self-signed", "self-signed")):
+        server = tls.server_context(made[f"{server_name}.pem"], made[f"{server_name}.key"], made["other-ca.pem"])
+        client = tls.client_context(made[f"{ca}.pem"], made["other-node.pem"], made["other-node.key"])
+        for host in ("127.0.0.1", "localhost"):
+            assert _handshake_pair(server, client, host) in ("TLSv1.2", "TLSv1.3")
