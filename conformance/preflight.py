@@ -29,6 +29,7 @@ from skyllh_cluster.commands import ACK, RegisterCN
 
 from .failures import ClauseFailure, KitError, NeverConnected, NoReply
 from .peer import TLSRefused, connect
+from .tls import looks_like_tls
 from .scenario_checks import NodeRun, ScenarioRun, run_master_scenario, run_node_scenario
 from .session import Kit, command_frame
 from .transcript import RECEIVED, SENT, Transcript
@@ -91,7 +92,14 @@ def preflight_master(kit: Kit) -> ScenarioRun:
         got = run.failure.evidence.split(", got ", 1)[-1]
     else:  # pragma: no cover - a run ends with a frame or a failure
         got = "nothing"
+    if kit.client_tls is None and looks_like_tls(said):
+        raise PreflightStop(
+            f"{where} answered with a TLS record: it is in the TLS profile; give the kit --tls-ca "
+            "(and --tls-cert, --tls-key for mutual TLS)"
+        )
     hint = f"; it said {_printable(said)}" if said else ""
+    if kit.client_tls is None and not said:
+        hint = " (a master in the TLS profile closes plain connections: then give the kit --tls-ca)"
     failure = ClauseFailure(
         f"expected an ACK to a valid RegisterCN, got {got}{hint}", clause="MST-1", transcripts=[transcript]
     )
@@ -146,6 +154,11 @@ def preflight_node(kit: Kit) -> NodeRun:
         )
     if _speaks_the_protocol(run.transcript.bytes_in(RECEIVED)):
         return run  # a broken RegisterCN, but a RegisterCN: the clause tests judge it
+    if kit.server_tls is None and looks_like_tls(run.transcript.bytes_in(RECEIVED)):
+        raise PreflightStop(
+            "--cn-command: the node started a TLS handshake: it is in the TLS profile; give the kit --tls-cert and "
+            "--tls-key (a certificate the node trusts, for the --listen address)"
+        )
     raise PreflightStop(
         f"--cn-command does not start a SkyLLH cluster compute node: {failure.evidence}",
         clause="CN-1",
