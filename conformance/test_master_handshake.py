@@ -8,6 +8,7 @@ not run, never as passed.  Every other master test runs unchanged inside TLS.
 
 from __future__ import annotations
 
+import ssl
 import time
 
 import pytest
@@ -155,3 +156,56 @@ def test_plain_registration_gets_no_ack(kit: Kit) -> None:
         pass
     _no_plain_answer(kit, conn, "a plain RegisterCN")
     _honest_node_registers(kit, "a plain RegisterCN")
+
+
+def _client_hello(kit: Kit) -> bytes:
+    """The ClientHello the kit's context would send, as bytes (a handshake run in memory, never finished)."""
+    assert kit.client_tls is not None
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    engine = kit.client_tls.wrap_bio(incoming, outgoing, server_hostname=kit.target[0])
+    try:
+        engine.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+@pytest.mark.clause("TLS-7")
+def test_a_stalled_handshake_blocks_nobody_and_is_closed_in_time(kit: Kit) -> None:
+    """A connection that stops half-way through its ClientHello delays no other node, and is closed within the budget."""
+    _tls(kit)
+    hello = _client_hello(kit)
+    stalled = kit.connect_with("half a ClientHello, then silence", None)
+    started = time.monotonic()
+    try:
+        stalled.send(hello[: len(hello) // 2])
+    except ClauseFailure:
+        pass
+    try:
+        conn = kit.connect("node with the kit's certificate, while another handshake stalls")
+    except NoReply as slow:
+        raise ClauseFailure(
+            f"expected a TLS handshake while another connection stalls in its handshake, got {slow.evidence}",
+            transcripts=[*slow.transcripts, stalled.transcript],
+        ) from None
+    run = run_master_scenario(conn, _registration())
+    if not run.frames or not isinstance(run.frames[0].command, ACK):
+        got = run.frames[0].describe() if run.frames else (run.failure.evidence if run.failure else "nothing")
+        raise ClauseFailure(
+            f"expected an ACK while another connection stalls in its handshake, got {got}",
+            transcripts=[run.transcript, stalled.transcript],
+        )
+    budget = kit.options.registration_budget
+    try:
+        stalled.wait_closed(max(0.0, started + budget - time.monotonic()))
+    except NoReply:
+        raise stalled.fail(
+            f"expected the master to close a connection stalled in its TLS handshake within the registration bound, "
+            f"got it open after {budget:g} s" + kit.budget_hint(),
+            kind=NoReply,
+        ) from None
+    except ClauseFailure:
+        pass  # a TLS alert is no frame: judged below
+    got = stalled.transcript.bytes_in("<-")
+    if got and not looks_like_tls(got):
+        raise stalled.fail(f"expected nothing but a TLS alert on the stalled handshake, got {len(got)} bytes: {got[:16].hex()}")

@@ -31,10 +31,6 @@ NOT_ON_THE_WIRE: Dict[str, str] = {
         "no test of its own: in TLS mode every other check runs inside TLS, frames unchanged, and TLS-2 checks "
         "the version; the kit offers no version below TLS 1.2, which not every OpenSSL can still build"
     ),
-    "TLS-7": (
-        "no test of its own: a stalled handshake is a silent connection to the kit's MST-7 and MST-10 checks "
-        "only after the handshake; a handshake that blocks the loop is not told apart from a slow machine"
-    ),
     "TLS-8": (
         "no test: the allow-list refuses by source address, and the kit reaches the master from one address "
         "that the master must allow"

@@ -77,6 +77,7 @@ FAULTS = {
     "TLS-4": "TLS mode: client certificates are not required, even with --tls-require-client-cert",
     "TLS-5": "TLS mode: a connection that does not start a TLS handshake drops every other connection",
     "TLS-6": "TLS mode: a connection whose first byte is not a TLS handshake is served in plain TCP",
+    "TLS-7": "TLS mode: each handshake runs in the accept loop, with no time limit",
 }
 
 #: Second faults for clauses that already have one: name -> (clause, how).
@@ -231,7 +232,7 @@ class Master:
         return tls
 
     def serve(self, sock: socket.socket) -> None:
-        if self.tls is not None:
+        if self.tls is not None and not isinstance(sock, ssl.SSLSocket):
             wrapped = self.start_tls(sock)
             if wrapped is None:
                 return
@@ -322,6 +323,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     sequential = args.fault in ("MST-4", "MST-10")
     while True:
         sock, _ = listener.accept()
+        if args.fault == "TLS-7" and context is not None:
+            try:
+                sock = context.wrap_socket(sock, server_side=True)  # blocks every other connection meanwhile
+            except (ssl.SSLError, OSError):
+                sock.close()
+                continue
         if sequential:
             master.serve(sock)
         else:
