@@ -383,10 +383,10 @@ def _prose(text: str) -> str:
 def _clause_spec(clause_id: str) -> str:
     try:
         section = clause_section(clause_id)
-        path = spec_path("protocol.md")
+        path = spec_path(section.document)
     except (UnknownClauseError, FileNotFoundError) as exc:
         return f'<div class="refused">the clause text is not available: {esc(exc)}</div>'
-    anchor = f"spec/protocol.md#{github_anchor(section.heading)}"
+    anchor = f"spec/{section.document}#{github_anchor(section.heading)}"
     return (
         f'<blockquote class="clause-text"><div class="clause-heading">{esc(section.heading)}</div>'
         f"{_prose(section.body)}</blockquote>"
