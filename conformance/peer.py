@@ -32,7 +32,7 @@ from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.wire.framing import HEADER_SIZE, FrameBuffer
 
 from .failures import ClauseFailure, KitError, NoReply
-from .tls import HandshakeFailed, client_handshake, server_handshake
+from .tls import HandshakeFailed, client_handshake, looks_like_tls, reason_of, server_handshake
 from .transcript import Transcript
 
 __all__ = ["Frame", "WireConnection", "connect", "Listener", "describe", "TLSRefused", "first_bytes", "start_tls_server"]
@@ -217,7 +217,7 @@ class WireConnection:
                 select.select([], [self.sock], [], min(0.05, self.timeout))
                 continue
             except OSError as exc:
-                self.transcript.note(f"write failed: {_tls_reason(exc) if isinstance(exc, ssl.SSLError) else exc}")
+                self.transcript.note(f"write failed: {reason_of(exc) if isinstance(exc, ssl.SSLError) else exc}")
                 how = "reset" if isinstance(exc, ConnectionResetError) else f"closed ({_os_error_name(exc)})"
                 done = len(data) - len(view)
                 raise self.fail(
@@ -246,7 +246,7 @@ class WireConnection:
         except ssl.SSLError as exc:
             # A TLS alert (e.g. a master that refused the kit's client
             # certificate after the handshake, TLS-4) ends the connection.
-            self.tls_error = _tls_reason(exc)
+            self.tls_error = reason_of(exc)
             self.transcript.note(f"TLS error: {self.tls_error}")
             self._reset = True
             data = b""
@@ -402,12 +402,6 @@ def _big_endian_hint(data: bytes) -> str:
             "expected a little-endian prefix"
         )
     return ""
-
-
-def _tls_reason(exc: BaseException) -> str:
-    from .tls import reason_of
-
-    return reason_of(exc)
 
 
 def _os_error_name(exc: OSError) -> str:
@@ -599,7 +593,7 @@ def first_bytes(sock: socket.socket, timeout: float, size: int = 5) -> bytes:
 def start_tls_server(sock: socket.socket, context: ssl.SSLContext, transcript: Transcript, timeout: float) -> WireConnection:
     """The kit's side of a node's TLS handshake; :class:`TLSRefused` if it fails."""
     head = first_bytes(sock, timeout)
-    if head and not _looks_like_tls(head):
+    if head and not looks_like_tls(head):
         # Kept for the transcript: what the node sent instead of a ClientHello.
         transcript.received(head)
         sock.close()
@@ -629,8 +623,3 @@ def _subject(cert: dict) -> str:
                 return str(value)[:60]
     return "?"
 
-
-def _looks_like_tls(data: bytes) -> bool:
-    from .tls import looks_like_tls
-
-    return looks_like_tls(data)

@@ -22,7 +22,7 @@ from typing import Iterator, Tuple
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC_DOCS = ("README.md", "protocol.md", "encoding-profile.md", "state-machines.md", "deviations.md")
+SPEC_DOCS = ("README.md", "protocol.md", "encoding-profile.md", "state-machines.md", "deviations.md", "tls-profile.md")
 SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
 
@@ -92,6 +92,7 @@ def test_the_installed_wheel_explains_a_clause_from_its_own_spec(built: Tuple[Pa
         "print(clause_text('CN-7'))\n"
         "report = {'schema': 2, 'exit_status': 1, 'clauses': [{'id': 'CN-7', 'outcome': 'failed', 'tests': []}]}\n"
         "print('page shows the clause:', 'within 2 seconds' in render_html_report(report))\n"
+        "print(clause_location('TLS-4'))\n"
     )
     # Run away from the checkout, so that nothing of it can be imported.
     result = _run(str(python), "-c", script, cwd=tmp_path)
@@ -102,6 +103,7 @@ def test_the_installed_wheel_explains_a_clause_from_its_own_spec(built: Tuple[Pa
     assert f"(installed: {site_spec}{os.sep}protocol.md, line " in result.stdout
     assert "CN-7 · SHOULD · The compute node closes promptly after ShutdownCN, within 2 seconds" in result.stdout
     assert "page shows the clause: True" in result.stdout
+    assert f"(installed: {site_spec}{os.sep}tls-profile.md, line " in result.stdout
 
 
 def _make_dry_run(*args: str) -> "subprocess.CompletedProcess[str]":
