@@ -27,7 +27,14 @@ from skyllh_cluster.conformance.failures import ClauseFailure, Inconclusive, Kit
 from skyllh_cluster.conformance.launcher import NodeProcess
 from skyllh_cluster.conformance.peer import Listener, WireConnection, first_bytes
 from skyllh_cluster.conformance.session import Kit
-from skyllh_cluster.conformance.tls import HandshakeFailed, looks_like_tls, server_context, server_handshake
+from skyllh_cluster.conformance.tls import (
+    HandshakeFailed,
+    legacy,
+    legacy_works,
+    looks_like_tls,
+    server_context,
+    server_handshake,
+)
 from skyllh_cluster.conformance.transcript import Transcript
 
 PLAIN_MODE = "not run: the compute node is tested in plain mode (give --tls-cert and --tls-key to test it in TLS mode)"
@@ -84,7 +91,21 @@ def _refuses(kit: Kit, context: ssl.SSLContext, what: str, *, host: Optional[str
             extra = f", and then sent {frame.describe()} into it"
     except ClauseFailure:
         pass
-    raise conn.fail(f"expected the node to refuse {what}, got the TLS handshake completed{extra}", clause="TLS-3")
+    version = tls.version()
+    raise conn.fail(f"expected the node to refuse {what}, got the TLS handshake completed ({version}){extra}")
+
+
+@pytest.mark.clause("TLS-1")
+def test_node_refuses_tls_below_1_2(kit: Kit) -> None:
+    """The node aborts the handshake with a master (its trusted certificate) that offers at most TLS 1.1."""
+    _tls(kit)
+    tls = kit.options.tls
+    assert tls.cert is not None
+    why_not = legacy_works(tls.cert, tls.key)
+    if why_not is not None:
+        pytest.skip(f"not run: {why_not}")
+    context = legacy(server_context(tls.cert, tls.key))
+    _refuses(kit, context, "a master that offers at most TLS 1.1")
 
 
 @pytest.mark.clause("TLS-3")

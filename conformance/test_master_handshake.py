@@ -19,7 +19,7 @@ from skyllh_cluster.conformance.failures import ClauseFailure, Inconclusive, NoR
 from skyllh_cluster.conformance.peer import TLSRefused, WireConnection
 from skyllh_cluster.conformance.scenario_checks import run_master_scenario
 from skyllh_cluster.conformance.session import Kit, command_frame
-from skyllh_cluster.conformance.tls import client_context, looks_like_tls
+from skyllh_cluster.conformance.tls import client_context, legacy, legacy_works, looks_like_tls
 
 PLAIN_MODE = "not run: the master is tested in plain mode (give --tls-ca to test it in TLS mode)"
 NOT_MUTUAL = (
@@ -73,6 +73,30 @@ def _refused_without_data(kit: Kit, conn: WireConnection, what: str) -> str:
         shown = frames[0].describe() if frames else f"{len(got)} bytes: {got[:16].hex()}"
         raise conn.fail(f"expected the master to refuse {what} without a byte of application data, got {shown}")
     return conn.tls_error or "closed"
+
+
+@pytest.mark.clause("TLS-1")
+def test_master_refuses_tls_below_1_2(kit: Kit) -> None:
+    """A node that offers at most TLS 1.1 gets no handshake, no ACK and no byte of application data."""
+    _tls(kit)
+    files = kit.untrusted_files()
+    why_not = legacy_works(files["self-signed.pem"], files["self-signed.key"])
+    if why_not is not None:
+        pytest.skip(f"not run: {why_not}")
+    tls = kit.options.tls
+    # No verification: a handshake that gets as far as the master's certificate has already agreed on TLS 1.1.
+    context = legacy(client_context(None, tls.cert, tls.key))
+    what = "a node that offers at most TLS 1.1"
+    try:
+        conn = kit.connect_with(what, context)
+    except TLSRefused:
+        return  # the master ended the handshake with an alert
+    except NoReply as silent:
+        raise Inconclusive(f"no evidence either way: the master did not answer {what}", transcripts=silent.transcripts) from None
+    if conn.tls_error is None:
+        version = conn.sock.version()  # type: ignore[attr-defined]
+        raise conn.fail(f"expected the master to refuse {what}, got a handshake at {version}")
+    _refused_without_data(kit, conn, what)
 
 
 @pytest.mark.clause("TLS-2")

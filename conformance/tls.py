@@ -49,6 +49,8 @@ __all__ = [
     "untrusted_certificates",
     "NoCertificateTool",
     "UNTRUSTED_NAMES",
+    "legacy",
+    "legacy_works",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,59 @@ def server_context(certfile: str, keyfile: Optional[str] = None, cafile: Optiona
         context.verify_mode = ssl.CERT_REQUIRED
     context.num_tickets = 0  # the kit resumes nothing; tickets would only add records after the handshake
     return context
+
+
+def legacy(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context`` limited to TLS 1.0 and 1.1, the versions TLS-1 forbids; :class:`ValueError` if this ssl cannot.
+
+    OpenSSL 3 offers them only at security level 0 (their handshake signs
+    with MD5 and SHA-1), so the kit asks for that level on these contexts only.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # ssl.TLSVersion.TLSv1 and TLSv1_1
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError) as exc:
+        raise ValueError(f"this ssl module cannot offer TLS 1.1: {reason_of(exc)}") from None
+    return context
+
+
+def legacy_works(certfile: str, keyfile: Optional[str]) -> Optional[str]:
+    """Whether this ssl module can speak TLS 1.1 at all: None if it can, else why not.
+
+    A handshake in memory between two legacy contexts, the server with
+    ``certfile``, must end at TLS 1.1; only then does a target's refusal of
+    the kit's legacy handshake say something about the target.
+    """
+    try:
+        server = legacy(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        server.load_cert_chain(certfile, keyfile)
+        client = legacy(client_context(None))
+    except (ValueError, OSError, ssl.SSLError) as exc:
+        return str(exc)[:200]
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    ends = [client.wrap_bio(bios[0], bios[1]), server.wrap_bio(bios[2], bios[3], server_side=True)]
+    done = [False, False]
+    for _ in range(10):  # a TLS 1.1 handshake takes two round trips
+        for i, end in enumerate(ends):
+            if not done[i]:
+                try:
+                    end.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    return f"this ssl module cannot complete a TLS 1.1 handshake: {reason_of(exc)}"
+        bios[2].write(bios[1].read())
+        bios[0].write(bios[3].read())
+        if all(done):
+            break
+    version = ends[0].version() if all(done) else None
+    return None if version == "TLSv1.1" else f"this ssl module's TLS 1.1 handshake ended at {version}"
 
 
 def _handshake(tls: ssl.SSLSocket, timeout: float) -> None:

@@ -27,10 +27,6 @@ NOT_ON_THE_WIRE: Dict[str, str] = {
         "to several registered nodes, and failure reports are local"
     ),
     "ERR-2": "no test: not observable on the wire; error reports are the implementation's logs and exceptions",
-    "TLS-1": (
-        "no test of its own: in TLS mode every other check runs inside TLS, frames unchanged, and TLS-2 checks "
-        "the version; the kit offers no version below TLS 1.2, which not every OpenSSL can still build"
-    ),
     "TLS-8": (
         "no test: the allow-list refuses by source address, and the kit reaches the master from one address "
         "that the master must allow"

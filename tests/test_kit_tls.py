@@ -37,8 +37,8 @@ pytestmark = [
     pytest.mark.skipif(tls_certs.OPENSSL is None, reason="the openssl command makes the test certificates"),
 ]
 
-MASTER_TLS_CLAUSES = ("TLS-2", "TLS-4", "TLS-5", "TLS-6", "TLS-7")
-CN_TLS_CLAUSES = ("TLS-3", "TLS-6")
+MASTER_TLS_CLAUSES = ("TLS-1", "TLS-2", "TLS-4", "TLS-5", "TLS-6", "TLS-7")
+CN_TLS_CLAUSES = ("TLS-1", "TLS-3", "TLS-6")
 
 
 @pytest.fixture(scope="module")

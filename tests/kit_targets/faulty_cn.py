@@ -69,6 +69,7 @@ FAULTS = {
     "ENC-6": "a MSG refused under ENC-6 is printed as a value",
     "VAL-2": "a MSG refused under VAL-2 is printed as a value",
     "VAL-3": "a MSG refused under VAL-3 is printed as a value",
+    "TLS-1": "TLS mode: a master that offers only TLS 1.0 or 1.1 is accepted",
     "TLS-3": "TLS mode: any master certificate is accepted (no verification, no host name check)",
     "TLS-6": "TLS mode: when the handshake fails, it connects again in plain TCP and registers",
 }
@@ -122,6 +123,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _start_tls(sock: socket.socket, args: argparse.Namespace) -> socket.socket:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(args.tls_ca)
+    if args.fault == "TLS-1":
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
     if args.fault == "TLS-3":
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

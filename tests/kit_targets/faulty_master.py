@@ -73,6 +73,7 @@ FAULTS = {
     "CMD-3": "a RegisterCN with extra keys in its state is ACKed",
     "ENC-6": "a RegisterCN refused under ENC-6 is ACKed",
     "MST-11": "bytes after the RegisterCN are ignored: the node is ACKed and served",
+    "TLS-1": "TLS mode: TLS 1.0 and 1.1 are accepted",
     "TLS-2": "TLS mode: run with a certificate that does not name the master's address (the self-test gives it)",
     "TLS-4": "TLS mode: client certificates are not required, even with --tls-require-client-cert",
     "TLS-5": "TLS mode: a connection that does not start a TLS handshake drops every other connection",
@@ -309,6 +310,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.tls_cert, args.tls_key)
         context.num_tickets = 0
+        if args.fault == "TLS-1":
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.set_ciphers("DEFAULT:@SECLEVEL=0")
         if args.tls_ca:
             context.load_verify_locations(args.tls_ca)
             mutual = args.tls_require_client_cert and args.fault != "TLS-4"
