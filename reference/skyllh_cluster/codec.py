@@ -24,9 +24,9 @@ import functools
 from types import ModuleType
 from typing import Any, Dict, Union
 
-from .commands import COMMAND_CLASSES, Command
+from .commands import COMMAND_CLASSES, MSG, Command, RegisterCN
 from .errors import LocalProtocolError
-from .wire.decoder import decode_payload
+from .wire.decoder import CONSTANT_PAYLOADS, CONSTANT_SIZE, NO_MATCH, decode_payload, msg_value, register_times
 from .wire.encoder import encode_payload
 from .wire.vector_json import value_from_json, value_to_json
 
@@ -34,6 +34,7 @@ __all__ = ["loads", "dumps", "loads_checked", "make_command", "command_to_json",
 
 Buffer = Union[bytes, bytearray, memoryview]
 _new = object.__new__
+_CONSTANT_CLASSES = {payload: COMMAND_CLASSES[name] for payload, name in CONSTANT_PAYLOADS.items()}
 
 
 def _as_bytes(payload: Buffer) -> bytes:
@@ -83,13 +84,25 @@ def loads(payload: Buffer) -> Command:
     ...     "948c0341434b9493942981942e"))
     ACK()
     """
-    class_name, state = decode_payload(payload if type(payload) is bytes else _as_bytes(payload))
-    command = _new(COMMAND_CLASSES[class_name])  # make_command, inline: this is every frame's path
-    if class_name == "MSG":
-        command.__dict__ = state
-    elif state:
-        _give_state(command, class_name, state)
-    return command
+    # Every frame comes this way: the templates of wire.decoder first, each
+    # command made here without a call more than it needs.
+    if type(payload) is not bytes:
+        payload = _as_bytes(payload)
+    if len(payload) <= CONSTANT_SIZE:
+        cls = _CONSTANT_CLASSES.get(payload)
+        if cls is not None:
+            return _new(cls)
+    value = msg_value(payload)
+    if value is not NO_MATCH:
+        command = _new(MSG)
+        command.msg = value  # a template's value never holds the key object
+        return command
+    times = register_times(payload)
+    if times is not None:
+        command = _new(RegisterCN)
+        command._cn_start_time, command._cn_live_time = times
+        return command
+    return make_command(*decode_payload(payload, templates=False))
 
 
 def loads_checked(payload: Buffer) -> Command:

@@ -24,9 +24,21 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from ..errors import ProtocolError
 from . import opcodes as op
+from .framing import MAX_PAYLOAD
 from .machine import HANDLERS, CommandToken, Decoded, Machine, NamedGlobal, Refusal, finish, push_argument
 
-__all__ = ["decode_payload", "CANONICAL_ACK", "CANONICAL_SHUTDOWN_CN", "REGISTER_HEAD", "MSG_HEAD"]
+__all__ = [
+    "decode_payload",
+    "msg_value",
+    "register_times",
+    "NO_MATCH",
+    "CONSTANT_PAYLOADS",
+    "CONSTANT_SIZE",
+    "CANONICAL_ACK",
+    "CANONICAL_SHUTDOWN_CN",
+    "REGISTER_HEAD",
+    "MSG_HEAD",
+]
 
 _U16 = struct.Struct("<H").unpack_from
 _I32 = struct.Struct("<i").unpack_from
@@ -206,8 +218,10 @@ CANONICAL_SHUTDOWN_CN = bytes.fromhex(
     "8004952d000000000000008c17736b796c6c682e636c75737465722e636f6d6d616e6473948c0a53687574646f776e434e"
     "9493942981942e"
 )
-_CONSTANTS = {CANONICAL_ACK: "ACK", CANONICAL_SHUTDOWN_CN: "ShutdownCN"}
-_CONSTANT_SIZE = max(map(len, _CONSTANTS))
+#: The payloads whose meaning is constant: their exact bytes -> the class name.
+CONSTANT_PAYLOADS: Dict[bytes, str] = {CANONICAL_ACK: "ACK", CANONICAL_SHUTDOWN_CN: "ShutdownCN"}
+#: The longest of them: a longer payload is not looked up (hashing it would cost more than decoding it).
+CONSTANT_SIZE = max(map(len, CONSTANT_PAYLOADS))
 # Bytes 11.. of the canonical RegisterCN up to its first int, and of the MSG up to its value.
 REGISTER_HEAD = bytes.fromhex(
     "8c17736b796c6c682e636c75737465722e636f6d6d616e6473948c0a5265676973746572434e9493942981947d9428"
@@ -215,77 +229,303 @@ REGISTER_HEAD = bytes.fromhex(
 )
 _REGISTER_LIVE_KEY = b"\x8c\x0d_cn_live_time\x94"
 MSG_HEAD = bytes.fromhex("8c17736b796c6c682e636c75737465722e636f6d6d616e6473948c034d53479493942981947d948c036d736794")
-_MSG_VALUE_AT = 11 + len(MSG_HEAD)  # 56: decode_payload writes the figures out, for speed
-_SHORT_BINUNICODE, _MEMOIZE = op.SHORT_BINUNICODE, op.MEMOIZE
-_BININT1, _BININT2, _BININT = op.BININT1, op.BININT2, op.BININT
+_MSG_VALUE_AT = 11 + len(MSG_HEAD)  # 56
+_MSG_TAIL = b"sb."
+_CLASS_NAME_SIZE_AT = 38  # the length byte of the class name's SHORT_BINUNICODE
+_MSG_START = struct.Struct("<3sQ45sBB").unpack_from
+_MEMO_MSG_TAIL = b"\x94sb."
 _MSG_GLOBAL = NamedGlobal(op.COMMAND_MODULE, "MSG", op.GlobalRole.COMMAND_CLASS)
-_SMALL_INTS: Dict[int, Tuple[int, Callable[[bytes, int], Any]]] = {
-    op.BININT1: (2, lambda data, at: data[at]),
-    op.BININT2: (3, lambda data, at: _U16(data, at)[0]),
-    op.BININT: (5, lambda data, at: _I32(data, at)[0]),
-}
-# A MSG holding one scalar of a fixed size: its opcode -> (size with the opcode, reader).
-_FIXED_SCALARS: Dict[int, Tuple[int, Callable[[bytes, int], Any]]] = {
-    op.NONE: (1, lambda data, at: None),
-    op.NEWTRUE: (1, lambda data, at: True),
-    op.NEWFALSE: (1, lambda data, at: False),
-    op.BINFLOAT: (9, lambda data, at: _F64(data, at)[0]),
-    **_SMALL_INTS,
-}
-_TEXT = {op.SHORT_BINUNICODE: (1, True), op.BINUNICODE: (4, True), op.SHORT_BINBYTES: (1, False), op.BINBYTES: (4, False)}
-_NO_MATCH: Any = object()
-# How many bytes a scalar of fixed size takes in a canonical MSG (between the header and "sb.")
-_SCALAR_SIZES = {code: size for code, (size, _) in _FIXED_SCALARS.items()}
-_SCALAR_SIZES.update({code: -1 for code in range(256) if code not in _SCALAR_SIZES and code not in (*_TEXT, op.LONG1)})
+
+#: What a template returns when it does not match.
+NO_MATCH: Any = object()
 
 
-def _small_int(data: bytes, pos: int) -> Tuple[Any, int]:
-    """A BININT1, BININT2 or BININT at ``pos``: (value, next position), or (None, pos)."""
+def _register_shapes() -> Dict[int, Tuple[Callable[[bytes], Tuple[Any, ...]], Tuple[bytes, ...]]]:
+    """The canonical RegisterCN layouts, one per pair of int opcodes (BININT1, BININT2, BININT).
+
+    Keyed by ``size << 8 | first int opcode`` (the size then fixes the
+    second): the struct that reads the payload at once, and the constant
+    fields it must find around the two ints: everything up to the first int,
+    the second key with the second int's opcode, and ``ub.``.
+    """
+    fields = {op.BININT1: "B", op.BININT2: "H", op.BININT: "i"}
+    shapes = {}
+    for first, first_field in fields.items():
+        for second, second_field in fields.items():
+            head_size, key_size = 11 + len(REGISTER_HEAD) + 1, len(_REGISTER_LIVE_KEY) + 1
+            layout = struct.Struct(f"<{head_size}s{first_field}{key_size}s{second_field}3s")
+            constants = (
+                _PROTO4_FRAME + struct.pack("<Q", layout.size - 11) + REGISTER_HEAD + bytes((first,)),
+                _REGISTER_LIVE_KEY + bytes((second,)),
+                b"ub.",
+            )
+            shapes[layout.size << 8 | first] = (layout.unpack_from, constants)
+    return shapes
+
+
+_REGISTER_SHAPES = _register_shapes()
+_REGISTER_FIRST_INT = 11 + len(REGISTER_HEAD)  # 75
+
+
+def register_times(data: bytes) -> Optional[Tuple[int, int]]:
+    """The (start time, live time) of a canonical RegisterCN whose ints are BININT1/BININT2/BININT, else None."""
+    size = len(data)
+    if size <= _REGISTER_FIRST_INT:
+        return None
+    shape = _REGISTER_SHAPES.get(size << 8 | data[_REGISTER_FIRST_INT])
+    if shape is None:
+        return None
+    fields = shape[0](data)  # (head, start time, live key, live time, tail)
+    if fields[::2] != shape[1]:
+        return None
+    return fields[1], fields[3]
+
+
+# The value templates read canonical values of at most two container levels,
+# without memo references, in payloads that fit in a frame.  Such a value
+# meets ENC-6 by construction: it costs no more than its bytes, and its depth
+# is at most three.  Every str, bytes, list, dict and non-empty tuple must be
+# followed by MEMOIZE, as CPython writes them; the memo is never read, so
+# MEMOIZE has no other effect.  Dict keys must be str.  A reader stops at the
+# first byte it does not take; its caller decides whether that byte ends the
+# part it reads, and anything unexpected ends the template (NO_MATCH).
+_TEMPLATE_ROOM = 2
+_CONTAINERS = (list, dict, tuple)
+_MISSES = (IndexError, struct.error, UnicodeDecodeError, ProtocolError)
+_K, _M, _J, _G, _N = op.BININT1, op.BININT2, op.BININT, op.BINFLOAT, op.NONE
+_STR, _LONG_STR, _BYTES, _LONG_BYTES = op.SHORT_BINUNICODE, op.BINUNICODE, op.SHORT_BINBYTES, op.BINBYTES
+_MARK, _MEMO, _APPEND, _APPENDS, _SETITEM, _SETITEMS = op.MARK, op.MEMOIZE, op.APPEND, op.APPENDS, op.SETITEM, op.SETITEMS
+_TUPLE1, _TUPLE3 = op.TUPLE1, op.TUPLE3
+_NEWTRUE, _NEWFALSE, _EMPTY_TUPLE, _LONG1 = op.NEWTRUE, op.NEWFALSE, op.EMPTY_TUPLE, op.LONG1
+_EMPTY_LIST, _EMPTY_DICT = op.EMPTY_LIST, op.EMPTY_DICT
+# A run of BININT1 is read at once, this many bytes at a time: a run costs no more than its bytes.
+_RUN_WINDOW = 512
+_RUN_OF_K = bytes((_K,))
+# The bytes that end a run of values in a template: they close a container or the state.
+_ENDS = frozenset((op.APPEND, op.APPENDS, op.SETITEM, op.SETITEMS, op.TUPLE, op.STOP, op.BUILD))
+
+
+def _items(data: bytes, pos: int, items: List[Any], room: int) -> int:
+    """Read values into ``items`` from ``pos``; return the position of the first byte that starts none.
+
+    ``room`` is the most container levels an item may have.  TUPLE1 to
+    TUPLE3 take their items from ``items``, which the caller starts empty
+    after each MARK, so they never reach below it.
+    """
+    append = items.append
+    while True:
+        code = data[pos]
+        if code == _K:
+            if data[pos + 2] != _K:
+                append(data[pos + 1])
+                pos += 2
+                continue
+            run = data[pos : pos + _RUN_WINDOW : 2]
+            count = len(run) - len(run.lstrip(_RUN_OF_K))
+            items += data[pos + 1 : pos + 2 * count : 2]
+            pos += 2 * count
+        elif code == _STR:
+            end = pos + 2 + data[pos + 1]
+            if data[end] != _MEMO:
+                return pos
+            append(data[pos + 2 : end].decode("utf-8", "surrogatepass"))
+            pos = end + 1
+        elif code == _N:
+            append(None)
+            pos += 1
+        elif code == _G:
+            append(_F64(data, pos + 1)[0])
+            pos += 9
+        elif code in _ENDS:
+            return pos
+        elif code == _M:
+            append(data[pos + 1] | data[pos + 2] << 8)
+            pos += 3
+        elif code == _J:
+            append(_I32(data, pos + 1)[0])
+            pos += 5
+        elif _TUPLE1 <= code <= _TUPLE3:
+            count = code - _TUPLE1 + 1
+            if room < 1 or len(items) < count or data[pos + 1] != _MEMO:
+                return pos
+            value = tuple(items[-count:])
+            for item in value:
+                if type(item) in _CONTAINERS:
+                    return pos
+            del items[-count:]
+            append(value)
+            pos += 2
+        else:
+            value, after = _other(data, pos, room)
+            if value is NO_MATCH:
+                return pos
+            append(value)
+            pos = after
+
+
+def _other(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
+    """A value the loop of :func:`_items` leaves out: (value, next position), or (NO_MATCH, pos)."""
     code = data[pos]
-    if code == _BININT1:
-        return data[pos + 1], pos + 2
-    if code == _BININT:
-        return _I32(data, pos + 1)[0], pos + 5
-    if code == _BININT2:
-        return _U16(data, pos + 1)[0], pos + 3
-    return None, pos
+    if code == _NEWTRUE or code == _NEWFALSE:
+        return code == _NEWTRUE, pos + 1
+    if code == _EMPTY_TUPLE:
+        return (), pos + 1
+    if code == _LONG1:
+        end = pos + 2 + data[pos + 1]
+        if end > len(data):
+            return NO_MATCH, pos
+        return int.from_bytes(data[pos + 2 : end], "little", signed=True), end
+    if code == _BYTES or code == _LONG_BYTES or code == _LONG_STR:
+        at = pos + 2 if code == _BYTES else pos + 5
+        end = at + (data[pos + 1] if code == _BYTES else _U32(data, pos + 1)[0])
+        if end >= len(data) or data[end] != _MEMO:
+            return NO_MATCH, pos
+        return (_utf8(data, at, end) if code == _LONG_STR else data[at:end]), end + 1
+    if room < 1 or data[pos + 1] != _MEMO and code != _MARK:
+        return NO_MATCH, pos
+    if code == _EMPTY_LIST:
+        return _list(data, pos + 2, room - 1)
+    if code == _EMPTY_DICT:
+        return _dict(data, pos + 2, room - 1)
+    if code == _MARK:  # a tuple of more than three items
+        items: List[Any] = []
+        end = _items(data, pos + 1, items, room - 1)
+        if data[end] == op.TUPLE and data[end + 1] == _MEMO:
+            return tuple(items), end + 2
+    return NO_MATCH, pos
 
 
-def _register(data: bytes, size: int) -> Optional[Decoded]:
-    """The canonical RegisterCN with ints of BININT1/BININT2/BININT, else None."""
+def _list(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
+    """The items of a list from ``pos``, after EMPTY_LIST MEMOIZE: CPython's one APPEND or batches of APPENDS."""
+    value: List[Any] = []
+    if data[pos] == _MARK:
+        while data[pos] == _MARK:
+            batch: List[Any] = []
+            end = _items(data, pos + 1, batch, room)
+            if data[end] != _APPENDS:
+                return NO_MATCH, pos
+            value += batch
+            pos = end + 1
+        return value, pos
+    end = _items(data, pos, value, room)
+    if data[end] == _APPEND and len(value) == 1:
+        return value, end + 1
+    return [], pos  # an empty list: the values after it are not its own
+
+
+def _entries(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
+    """Read ``str key, value`` pairs into ``value`` from ``pos``; return the position of the first byte that is no key.
+
+    The fast form of a SETITEMS batch: a key is a short str, a value is one
+    opcode's worth (or one container), never the items of a TUPLE1 to TUPLE3.
+    Returns -1 where it cannot go on; :func:`_dict` then reads the batch as items.
+    """
+    while data[pos] == _STR:
+        end = pos + 2 + data[pos + 1]
+        if data[end] != _MEMO:
+            return -1
+        key = data[pos + 2 : end].decode("utf-8", "surrogatepass")
+        pos = end + 1
+        code = data[pos]
+        if code == _K:
+            item: Any = data[pos + 1]
+            pos += 2
+        elif code == _STR:
+            end = pos + 2 + data[pos + 1]
+            if data[end] != _MEMO:
+                return -1
+            item = data[pos + 2 : end].decode("utf-8", "surrogatepass")
+            pos = end + 1
+        elif code == _N:
+            item = None
+            pos += 1
+        elif code == _G:
+            item = _F64(data, pos + 1)[0]
+            pos += 9
+        elif code == _M:
+            item = data[pos + 1] | data[pos + 2] << 8
+            pos += 3
+        elif code == _J:
+            item = _I32(data, pos + 1)[0]
+            pos += 5
+        else:
+            item, pos = _other(data, pos, room)
+            if item is NO_MATCH:
+                return -1
+        value[key] = item
+    return pos
+
+
+def _dict(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
+    """The entries of a dict from ``pos``, after EMPTY_DICT MEMOIZE: one SETITEM or batches of SETITEMS."""
+    value: Dict[str, Any] = {}
+    start = pos
+    while data[pos] == _MARK:
+        end = _entries(data, pos + 1, value, room)
+        if end < 0 or data[end] != _SETITEMS:  # the fast form misread: every batch again, as items
+            value, pos = {}, start
+            while data[pos] == _MARK:
+                end = _batch(data, pos + 1, value, room)
+                if end < 0:
+                    return NO_MATCH, start
+                pos = end + 1
+            break
+        pos = end + 1
+    if value:
+        return value, pos
+    batch: List[Any] = []
+    end = _items(data, pos, batch, room)
+    if data[end] == _SETITEM and len(batch) == 2 and type(batch[0]) is str:
+        return {batch[0]: batch[1]}, end + 1
+    return value, pos  # an empty dict, or batches of SETITEMS
+
+
+def _batch(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
+    """A SETITEMS batch read as items (its values may be tuples of TUPLE1 to TUPLE3): the position of SETITEMS, or -1."""
+    batch: List[Any] = []
+    end = _items(data, pos, batch, room)
+    if data[end] != _SETITEMS or len(batch) & 1:
+        return -1
+    for key in batch[0::2]:
+        if type(key) is not str:
+            return -1
+    entries = iter(batch)
+    value.update(zip(entries, entries))
+    return end
+
+
+def msg_value(data: bytes) -> Any:
+    """The value of a canonical MSG that a template reads, else :data:`NO_MATCH`.
+
+    A fresh value every time: nothing the caller may change is shared.
+    """
+    size = len(data)
+    if size < 60 or size > MAX_PAYLOAD or data[_CLASS_NAME_SIZE_AT] != 3:
+        return NO_MATCH
+    start = _MSG_START(data)  # the frame header, the head, and the value's first two bytes
+    if start[2] != MSG_HEAD or start[1] != size - 11 or start[0] != _PROTO4_FRAME:
+        return NO_MATCH
+    code = start[3]
+    if code == _STR and start[4] + 62 == size and data[-4:] == _MEMO_MSG_TAIL:
+        try:  # the most common MSG of all, one short str
+            return data[58:-4].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return NO_MATCH  # the tokenizer reports it
+    if data[-3:] != _MSG_TAIL:
+        return NO_MATCH
     try:
-        start_time, pos = _small_int(data, 75)
-        if start_time is None or data[pos : pos + 16] != _REGISTER_LIVE_KEY:
-            return None
-        live_time, pos = _small_int(data, pos + 16)
-    except (IndexError, struct.error):
-        return None
-    if live_time is None or pos + 3 != size or data[pos:] != b"ub.":
-        return None
-    return "RegisterCN", {"_cn_start_time": start_time, "_cn_live_time": live_time}
-
-
-def _one_scalar(data: bytes, end: int) -> Any:
-    """The value of a canonical MSG whose value (bytes 56 to ``end``) is one scalar, else _NO_MATCH."""
-    code = data[_MSG_VALUE_AT]
-    at = _MSG_VALUE_AT + 1
-    fixed = _FIXED_SCALARS.get(code)
-    if fixed is not None:
-        return fixed[1](data, at) if at - 1 + fixed[0] == end else _NO_MATCH
-    if code == op.LONG1:
-        return int.from_bytes(data[at + 1 : end], "little", signed=True) if at + 1 + data[at] == end else _NO_MATCH
-    text = _TEXT.get(code)
-    if text is None or end < at + text[0] + 1 or data[end - 1] != op.MEMOIZE:
-        return _NO_MATCH
-    length = data[at] if text[0] == 1 else _U32(data, at)[0]
-    if at + text[0] + length + 1 != end:
-        return _NO_MATCH
-    if not text[1]:
-        return data[at + text[0] : end - 1]
-    try:
-        return _utf8(data, at + text[0], end - 1)
-    except ProtocolError:
-        return _NO_MATCH
+        if code == _EMPTY_DICT or code == _EMPTY_LIST:  # most values: a container, read without the loop
+            if start[4] != _MEMO:
+                return NO_MATCH
+            value, end = (_dict if code == _EMPTY_DICT else _list)(data, 58, _TEMPLATE_ROOM - 1)
+            return value if end == size - 3 else NO_MATCH
+        items: List[Any] = []
+        end = _items(data, _MSG_VALUE_AT, items, _TEMPLATE_ROOM)
+    except _MISSES:
+        return NO_MATCH
+    if end != size - 3 or len(items) != 1:
+        return NO_MATCH
+    return items[0]
 
 
 # The strs of the MSG header as the core would decode them: objects of their
@@ -312,26 +552,20 @@ def decode_payload(data: bytes, *, templates: bool = True) -> Decoded:
     property tests compare both ways).
     """
     size = len(data)
-    if templates and size <= _CONSTANT_SIZE:  # hashing a long payload would cost more than decoding it
-        constant = _CONSTANTS.get(data)
-        if constant is not None:
-            return constant, {}
-    if templates and size > 59 and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
-        if data[11:56] == MSG_HEAD and data[-3:] == b"sb.":
-            if data[56] == _SHORT_BINUNICODE and data[57] + 62 == size and data[-4] == _MEMOIZE:
-                try:  # the most common MSG of all, one short str, without a call
-                    return "MSG", {"msg": data[58:-4].decode("utf-8", "surrogatepass")}
-                except UnicodeDecodeError:
-                    pass  # the tokenizer reports it
-            if _SCALAR_SIZES.get(data[56], size - 59) == size - 59:  # a fixed size must fit, or any size
-                value = _one_scalar(data, size - 3)
-                if value is not _NO_MATCH:
-                    return "MSG", {"msg": value}
-            return _run(data, _msg_machine(), _MSG_VALUE_AT, op.CANONICAL_PROTOCOL, size)
-        if data[11:75] == REGISTER_HEAD:
-            registered = _register(data, size)
-            if registered is not None:
-                return registered
+    if templates:
+        if size <= CONSTANT_SIZE:
+            constant = CONSTANT_PAYLOADS.get(data)
+            if constant is not None:
+                return constant, {}
+        value = msg_value(data)
+        if value is not NO_MATCH:
+            return "MSG", {"msg": value}
+        times = register_times(data)
+        if times is not None:
+            return "RegisterCN", {"_cn_start_time": times[0], "_cn_live_time": times[1]}
+        if size > 59 and data[11:56] == MSG_HEAD and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
+            if data[-3:] == _MSG_TAIL:  # the tokenizer starts after the header
+                return _run(data, _msg_machine(), _MSG_VALUE_AT, op.CANONICAL_PROTOCOL, size)
     if not data:
         raise ProtocolError("ENC-1", "the payload is empty", 0)
     if data[0] != op.PROTO:
