@@ -24,8 +24,7 @@ import functools
 from types import ModuleType
 from typing import Any, Dict, Union
 
-from .commands import COMMAND_CLASSES, MSG, Command, RegisterCN
-from .errors import LocalProtocolError
+from .commands import COMMAND_CLASSES, MSG, Command, RegisterCN, command_payload, make_command
 from .wire.decoder import CONSTANT_PAYLOADS, CONSTANT_SIZE, NO_MATCH, decode_payload, msg_value, register_times
 from .wire.encoder import encode_payload
 from .wire.vector_json import value_from_json, value_to_json
@@ -45,28 +44,6 @@ def _as_bytes(payload: Buffer) -> bytes:
     if isinstance(payload, memoryview):
         return payload.tobytes()
     raise TypeError(f"a payload is bytes, bytearray or memoryview, not {type(payload).__name__}")
-
-
-def make_command(class_name: str, state: Dict[str, Any]) -> Command:
-    """The command of class ``class_name`` with ``state``, as a decoder found them.
-
-    Nothing is called: the object is made without ``__init__``.  A RegisterCN
-    gets its attributes one by one, so that they live in the object itself
-    (Python 3.11+: 110 bytes less for each registered node); a MSG keeps the
-    decoded state dict, so that re-encoding shares what the payload shared.
-    """
-    command = _new(COMMAND_CLASSES[class_name])
-    if state:
-        _give_state(command, class_name, state)
-    return command
-
-
-def _give_state(command: Command, class_name: str, state: Dict[str, Any]) -> None:
-    if class_name == "RegisterCN" and next(iter(state)) == "_cn_start_time":
-        command._cn_start_time = state["_cn_start_time"]  # type: ignore[attr-defined]
-        command._cn_live_time = state["_cn_live_time"]  # type: ignore[attr-defined]
-    else:  # a MSG, or a RegisterCN with its keys the other way round
-        command.__dict__ = state
 
 
 def loads(payload: Buffer) -> Command:
@@ -137,10 +114,7 @@ def dumps(command: Command) -> bytes:
     >>> len(dumps(RegisterCN(1732560000, 7200)))
     102
     """
-    kind = type(command)
-    if COMMAND_CLASSES.get(kind.__name__) is not kind:
-        raise LocalProtocolError("CMD-1", f"{kind.__qualname__} is not one of the four command classes")
-    return encode_payload(kind.__name__, command.__dict__)
+    return command_payload(command)
 
 
 def command_to_json(command: Command) -> Dict[str, Any]:
