@@ -25,7 +25,15 @@ from types import ModuleType
 from typing import Any, Dict, Union
 
 from .commands import COMMAND_CLASSES, MSG, Command, RegisterCN, command_payload, make_command
-from .wire.decoder import CONSTANT_PAYLOADS, CONSTANT_SIZE, NO_MATCH, decode_payload, msg_value, register_times
+from .wire.decoder import (
+    CLASS_NAME_SIZE_AT,
+    CONSTANT_PAYLOADS,
+    CONSTANT_SIZE,
+    NO_MATCH,
+    decode_payload,
+    msg_value,
+    register_times,
+)
 from .wire.encoder import encode_payload
 from .wire.vector_json import value_from_json, value_to_json
 
@@ -69,16 +77,20 @@ def loads(payload: Buffer) -> Command:
         cls = _CONSTANT_CLASSES.get(payload)
         if cls is not None:
             return _new(cls)
-    value = msg_value(payload)
-    if value is not NO_MATCH:
-        command = _new(MSG)
-        command.msg = value  # a template's value never holds the key object
-        return command
-    times = register_times(payload)
-    if times is not None:
-        command = _new(RegisterCN)
-        command._cn_start_time, command._cn_live_time = times
-        return command
+    else:
+        name_size = payload[CLASS_NAME_SIZE_AT]  # which template could take it
+        if name_size == 3:
+            value = msg_value(payload)
+            if value is not NO_MATCH:
+                command = _new(MSG)
+                command.msg = value  # a template's value never holds the key object
+                return command
+        elif name_size == 10:
+            times = register_times(payload)
+            if times is not None:
+                command = _new(RegisterCN)
+                command._cn_start_time, command._cn_live_time = times
+                return command
     return make_command(*decode_payload(payload, templates=False))
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "NO_MATCH",
     "CONSTANT_PAYLOADS",
     "CONSTANT_SIZE",
+    "CLASS_NAME_SIZE_AT",
     "CANONICAL_ACK",
     "CANONICAL_SHUTDOWN_CN",
     "REGISTER_HEAD",
@@ -48,11 +49,9 @@ _F64 = struct.Struct(">d").unpack_from
 
 # Argument kinds by how the tokenizer reads them, the common ones first.
 _A = op.ArgKind
-_NO_ARG, _BYTE, _SHORT_STR, _FLOAT, _FRAME, _TWO_LINES, _NOT_ALLOWED = 0, 1, 2, 3, 4, 5, -1
+_NO_ARG, _BYTE, _SHORT_STR, _FLOAT, _FRAME, _TWO_LINES, _INT32, _UINT16, _NOT_ALLOWED = 0, 1, 2, 3, 4, 5, 6, 7, -1
 # The rest: (width of the field or length prefix, how to read it, what the bytes become).
 _RARE: Dict[op.ArgKind, Tuple[int, str, str]] = {
-    _A.U16: (2, "<H", "field"),
-    _A.I32: (4, "<i", "field"),
     _A.U32: (4, "<I", "field"),
     _A.LONG_U8: (1, "<B", "int"),
     _A.LONG_I32: (4, "<i", "int"),
@@ -63,7 +62,15 @@ _RARE: Dict[op.ArgKind, Tuple[int, str, str]] = {
     _A.BYTES_U64: (8, "<Q", "bytes"),
 }
 _RARE_KINDS = list(_RARE)
-_COMMON = {_A.NONE: _NO_ARG, _A.U8: _BYTE, _A.UTF8_U8: _SHORT_STR, _A.FLOAT64_BE: _FLOAT, _A.TWO_LINES: _TWO_LINES}
+_COMMON = {
+    _A.NONE: _NO_ARG,
+    _A.U8: _BYTE,
+    _A.UTF8_U8: _SHORT_STR,
+    _A.FLOAT64_BE: _FLOAT,
+    _A.TWO_LINES: _TWO_LINES,
+    _A.I32: _INT32,
+    _A.U16: _UINT16,
+}
 
 
 def _kind_table(protocol: int) -> List[int]:
@@ -142,6 +149,7 @@ def _run(data: bytes, m: Machine, pos: int, protocol: int, frame_end: int) -> De
     # the last FRAME ended, to refuse a FRAME inside a frame.
     end = frame_end if frame_end > pos else size
     start = pos
+    stop, push = op.STOP, push_argument  # bound once: this loop runs per opcode
     try:
         while True:
             if pos >= end:
@@ -153,7 +161,7 @@ def _run(data: bytes, m: Machine, pos: int, protocol: int, frame_end: int) -> De
             kind = kinds[code]
             pos += 1
             if kind == _NO_ARG:
-                if code == op.STOP:
+                if code == stop:
                     if pos != size:
                         raise ProtocolError("ENC-1", f"{size - pos} bytes after STOP", pos)
                     return finish(m)
@@ -181,6 +189,16 @@ def _run(data: bytes, m: Machine, pos: int, protocol: int, frame_end: int) -> De
                     _overrun(code, start)
                 arg = _F64(data, pos)[0]
                 pos += 8
+            elif kind == _INT32:
+                if pos + 4 > end:
+                    _overrun(code, start)
+                arg = _I32(data, pos)[0]
+                pos += 4
+            elif kind == _UINT16:
+                if pos + 2 > end:
+                    _overrun(code, start)
+                arg = data[pos] | data[pos + 1] << 8
+                pos += 2
             elif kind >= 16:
                 arg, pos = _read_rare(data, pos, end, kind, code, start)
             elif kind == _FRAME:
@@ -199,7 +217,7 @@ def _run(data: bytes, m: Machine, pos: int, protocol: int, frame_end: int) -> De
             else:
                 _not_allowed(code, protocol, start)
             handler = handlers[code]
-            if handler is push_argument:  # the most common meaning, without the call
+            if handler is push:  # the most common meaning, without the call
                 m.stack.append(arg)
             else:
                 handler(m, arg)
@@ -231,7 +249,8 @@ _REGISTER_LIVE_KEY = b"\x8c\x0d_cn_live_time\x94"
 MSG_HEAD = bytes.fromhex("8c17736b796c6c682e636c75737465722e636f6d6d616e6473948c034d53479493942981947d948c036d736794")
 _MSG_VALUE_AT = 11 + len(MSG_HEAD)  # 56
 _MSG_TAIL = b"sb."
-_CLASS_NAME_SIZE_AT = 38  # the length byte of the class name's SHORT_BINUNICODE
+#: Where a canonical payload has the length of its class name (3 for MSG, 10 for RegisterCN).
+CLASS_NAME_SIZE_AT = 38
 _MSG_START = struct.Struct("<3sQ45sBB").unpack_from
 _MEMO_MSG_TAIL = b"\x94sb."
 _MSG_GLOBAL = NamedGlobal(op.COMMAND_MODULE, "MSG", op.GlobalRole.COMMAND_CLASS)
@@ -286,7 +305,9 @@ def register_times(data: bytes) -> Optional[Tuple[int, int]]:
 # meets ENC-6 by construction: it costs no more than its bytes, and its depth
 # is at most three.  Every str, bytes, list, dict and non-empty tuple must be
 # followed by MEMOIZE, as CPython writes them; the memo is never read, so
-# MEMOIZE has no other effect.  Dict keys must be str.  A reader stops at the
+# MEMOIZE has no other effect.  Dict keys must be str.  Strs are decoded as
+# strict UTF-8, the fastest way: one with a surrogate is the tokenizer's
+# (surrogatepass), which gives the same str.  A reader stops at the
 # first byte it does not take; its caller decides whether that byte ends the
 # part it reads, and anything unexpected ends the template (NO_MATCH).
 _TEMPLATE_ROOM = 2
@@ -328,7 +349,7 @@ def _items(data: bytes, pos: int, items: List[Any], room: int) -> int:
             end = pos + 2 + data[pos + 1]
             if data[end] != _MEMO:
                 return pos
-            append(data[pos + 2 : end].decode("utf-8", "surrogatepass"))
+            append(data[pos + 2 : end].decode())
             pos = end + 1
         elif code == _N:
             append(None)
@@ -424,7 +445,7 @@ def _entries(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
         end = pos + 2 + data[pos + 1]
         if data[end] != _MEMO:
             return -1
-        key = data[pos + 2 : end].decode("utf-8", "surrogatepass")
+        key = data[pos + 2 : end].decode()
         pos = end + 1
         code = data[pos]
         if code == _K:
@@ -434,7 +455,7 @@ def _entries(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
             end = pos + 2 + data[pos + 1]
             if data[end] != _MEMO:
                 return -1
-            item = data[pos + 2 : end].decode("utf-8", "surrogatepass")
+            item = data[pos + 2 : end].decode()
             pos = end + 1
         elif code == _N:
             item = None
@@ -500,7 +521,7 @@ def msg_value(data: bytes) -> Any:
     A fresh value every time: nothing the caller may change is shared.
     """
     size = len(data)
-    if size < 60 or size > MAX_PAYLOAD or data[_CLASS_NAME_SIZE_AT] != 3:
+    if size < 60:
         return NO_MATCH
     start = _MSG_START(data)  # the frame header, the head, and the value's first two bytes
     if start[2] != MSG_HEAD or start[1] != size - 11 or start[0] != _PROTO4_FRAME:
@@ -508,15 +529,20 @@ def msg_value(data: bytes) -> Any:
     code = start[3]
     if code == _STR and start[4] + 62 == size and data[-4:] == _MEMO_MSG_TAIL:
         try:  # the most common MSG of all, one short str
-            return data[58:-4].decode("utf-8", "surrogatepass")
+            return data[58:-4].decode()
         except UnicodeDecodeError:
-            return NO_MATCH  # the tokenizer reports it
-    if data[-3:] != _MSG_TAIL:
+            return NO_MATCH  # the tokenizer decodes a surrogate, or reports bad UTF-8
+    if size > MAX_PAYLOAD or data[-3:] != _MSG_TAIL:
         return NO_MATCH
     try:
         if code == _EMPTY_DICT or code == _EMPTY_LIST:  # most values: a container, read without the loop
             if start[4] != _MEMO:
                 return NO_MATCH
+            if code == _EMPTY_DICT and data[58] == _MARK:  # str keys in one batch, the commonest dict
+                value = {}
+                end = _entries(data, 59, value, _TEMPLATE_ROOM - 1)
+                if end == size - 4 and data[end] == _SETITEMS:
+                    return value
             value, end = (_dict if code == _EMPTY_DICT else _list)(data, 58, _TEMPLATE_ROOM - 1)
             return value if end == size - 3 else NO_MATCH
         items: List[Any] = []
