@@ -101,3 +101,14 @@ CORPUS: Dict[str, Callable[[], bytes]] = {
     "F3 MSG, tuple keys of one hash": lambda: f3_colliding_msg_keys(4000, as_tuples=True),
     "F4 MSG": f4_deep_tuple_key,
 }
+
+
+def empty_containers(opcode: bytes, count: int = 32000) -> bytes:
+    """A MSG whose value is None, then ``count`` empty lists or dicts in a row: a template must read them in linear time."""
+    return framed(command_head(b"MSG")[:-1] + short_str(b"msg") + b"N" + (opcode + bytes((op.MEMOIZE,))) * count + b"sb.")
+
+
+CORPUS.update({
+    "32000 empty lists in a row": lambda: empty_containers(bytes((op.EMPTY_LIST,))),
+    "32000 empty dicts in a row": lambda: empty_containers(bytes((op.EMPTY_DICT,))),
+})

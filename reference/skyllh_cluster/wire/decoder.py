@@ -416,6 +416,33 @@ def _other(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
     return NO_MATCH, pos
 
 
+def _one(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
+    """Exactly one value at ``pos``, one that needs no later opcode (not the items of a TUPLE1 to TUPLE3).
+
+    (value, next position), or (NO_MATCH, pos).  The one item of a list or
+    entry of a dict is read with it, never with the loop of :func:`_items`:
+    an empty container gives back what follows it, and reading more than one
+    value ahead each time would read a run of empty containers quadratically.
+    """
+    code = data[pos]
+    if code == _K:
+        return data[pos + 1], pos + 2
+    if code == _STR:
+        end = pos + 2 + data[pos + 1]
+        if data[end] != _MEMO:
+            return NO_MATCH, pos
+        return data[pos + 2 : end].decode(), end + 1
+    if code == _N:
+        return None, pos + 1
+    if code == _G:
+        return _F64(data, pos + 1)[0], pos + 9
+    if code == _M:
+        return data[pos + 1] | data[pos + 2] << 8, pos + 3
+    if code == _J:
+        return _I32(data, pos + 1)[0], pos + 5
+    return _other(data, pos, room)
+
+
 def _list(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
     """The items of a list from ``pos``, after EMPTY_LIST MEMOIZE: CPython's one APPEND or batches of APPENDS."""
     value: List[Any] = []
@@ -428,10 +455,10 @@ def _list(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
             value += batch
             pos = end + 1
         return value, pos
-    end = _items(data, pos, value, room)
-    if data[end] == _APPEND and len(value) == 1:
-        return value, end + 1
-    return [], pos  # an empty list: the values after it are not its own
+    item, end = _one(data, pos, room)
+    if item is not NO_MATCH and data[end] == _APPEND:
+        return [item], end + 1
+    return value, pos  # an empty list: the values after it are not its own
 
 
 def _entries(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
@@ -494,10 +521,11 @@ def _dict(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
         pos = end + 1
     if value:
         return value, pos
-    batch: List[Any] = []
-    end = _items(data, pos, batch, room)
-    if data[end] == _SETITEM and len(batch) == 2 and type(batch[0]) is str:
-        return {batch[0]: batch[1]}, end + 1
+    key, end = _one(data, pos, room)
+    if type(key) is str:
+        item, end = _one(data, end, room)
+        if item is not NO_MATCH and data[end] == _SETITEM:
+            return {key: item}, end + 1
     return value, pos  # an empty dict, or batches of SETITEMS
 
 
@@ -535,23 +563,37 @@ def msg_value(data: bytes) -> Any:
     if size > MAX_PAYLOAD or data[-3:] != _MSG_TAIL:
         return NO_MATCH
     try:
-        if code == _EMPTY_DICT or code == _EMPTY_LIST:  # most values: a container, read without the loop
-            if start[4] != _MEMO:
-                return NO_MATCH
-            if code == _EMPTY_DICT and data[58] == _MARK:  # str keys in one batch, the commonest dict
-                value = {}
-                end = _entries(data, 59, value, _TEMPLATE_ROOM - 1)
-                if end == size - 4 and data[end] == _SETITEMS:
-                    return value
-            value, end = (_dict if code == _EMPTY_DICT else _list)(data, 58, _TEMPLATE_ROOM - 1)
-            return value if end == size - 3 else NO_MATCH
-        items: List[Any] = []
-        end = _items(data, _MSG_VALUE_AT, items, _TEMPLATE_ROOM)
+        if code == _EMPTY_DICT and start[4] == _MEMO and data[58] == _MARK:  # str keys in one batch, the commonest
+            value: Any = {}
+            end = _entries(data, 59, value, _TEMPLATE_ROOM - 1)
+            if end == size - 4 and data[end] == _SETITEMS:
+                return value
+        value, end = _one(data, _MSG_VALUE_AT, _TEMPLATE_ROOM)
+        if end == size - 3 or value is NO_MATCH:
+            return value
+        return _small_tuple(data, value, end, size - 3)
     except _MISSES:
         return NO_MATCH
-    if end != size - 3 or len(items) != 1:
+
+
+def _small_tuple(data: bytes, first: Any, pos: int, end: int) -> Any:
+    """A value that is a tuple of one to three scalars, written before its TUPLE1 to TUPLE3, ending at ``end``; else NO_MATCH.
+
+    Read one value at a time: the value of a MSG is one object, so no more
+    than three may come before the TUPLE opcode.
+    """
+    items = [first]
+    while not _TUPLE1 <= data[pos] <= _TUPLE3:
+        item, pos = _one(data, pos, 0)
+        if item is NO_MATCH or len(items) == 3:
+            return NO_MATCH
+        items.append(item)
+    if data[pos] - _TUPLE1 + 1 != len(items) or data[pos + 1] != _MEMO or pos + 2 != end:
         return NO_MATCH
-    return items[0]
+    for item in items:
+        if type(item) in _CONTAINERS:
+            return NO_MATCH
+    return tuple(items)
 
 
 # The strs of the MSG header as the core would decode them: objects of their
