@@ -30,7 +30,7 @@ from .wire.decoder import (
     CONSTANT_PAYLOADS,
     CONSTANT_SIZE,
     NO_MATCH,
-    decode_payload,
+    decode_untemplated,
     msg_value,
     register_times,
 )
@@ -91,7 +91,7 @@ def loads(payload: Buffer) -> Command:
                 command = _new(RegisterCN)
                 command._cn_start_time, command._cn_live_time = times
                 return command
-    return make_command(*decode_payload(payload, templates=False))
+    return make_command(*decode_untemplated(payload))
 
 
 def loads_checked(payload: Buffer) -> Command:

@@ -29,6 +29,7 @@ from .machine import HANDLERS, CommandToken, Decoded, Machine, NamedGlobal, Refu
 
 __all__ = [
     "decode_payload",
+    "decode_untemplated",
     "msg_value",
     "register_times",
     "NO_MATCH",
@@ -466,7 +467,9 @@ def _entries(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
 
     The fast form of a SETITEMS batch: a key is a short str, a value is one
     opcode's worth (or one container), never the items of a TUPLE1 to TUPLE3.
-    Returns -1 where it cannot go on; :func:`_dict` then reads the batch as items.
+    Returns -1 where no template can go on (reading the batch as items would
+    stop at the same byte); where it stops at another byte than SETITEMS,
+    :func:`_dict` reads the batch again as items.
     """
     while data[pos] == _STR:
         end = pos + 2 + data[pos + 1]
@@ -510,7 +513,9 @@ def _dict(data: bytes, pos: int, room: int) -> Tuple[Any, int]:
     start = pos
     while data[pos] == _MARK:
         end = _entries(data, pos + 1, value, room)
-        if end < 0 or data[end] != _SETITEMS:  # the fast form misread: every batch again, as items
+        if end < 0:
+            return NO_MATCH, start
+        if data[end] != _SETITEMS:  # the fast form misread (a TUPLE1 to TUPLE3?): every batch again, as items
             value, pos = {}, start
             while data[pos] == _MARK:
                 end = _batch(data, pos + 1, value, room)
@@ -563,11 +568,9 @@ def msg_value(data: bytes) -> Any:
     if size > MAX_PAYLOAD or data[-3:] != _MSG_TAIL:
         return NO_MATCH
     try:
-        if code == _EMPTY_DICT and start[4] == _MEMO and data[58] == _MARK:  # str keys in one batch, the commonest
-            value: Any = {}
-            end = _entries(data, 59, value, _TEMPLATE_ROOM - 1)
-            if end == size - 4 and data[end] == _SETITEMS:
-                return value
+        if code == _EMPTY_DICT and start[4] == _MEMO:  # the commonest container, without the calls of _one
+            value, end = _dict(data, 58, _TEMPLATE_ROOM - 1)
+            return value if end == size - 3 else NO_MATCH
         value, end = _one(data, _MSG_VALUE_AT, _TEMPLATE_ROOM)
         if end == size - 3 or value is NO_MATCH:
             return value
@@ -612,6 +615,19 @@ def _msg_machine() -> Machine:
     return m
 
 
+def decode_untemplated(data: bytes) -> Decoded:
+    """What :func:`decode_payload` does when no template takes ``data``: the tokenizer and the core.
+
+    A payload that starts with the canonical MSG header is tokenized from
+    its value on, on a machine set up as the header leaves it.
+    """
+    size = len(data)
+    if size > 59 and data[11:56] == MSG_HEAD and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
+        if data[-3:] == _MSG_TAIL:
+            return _run(data, _msg_machine(), _MSG_VALUE_AT, op.CANONICAL_PROTOCOL, size)
+    return decode_payload(data, templates=False)
+
+
 def decode_payload(data: bytes, *, templates: bool = True) -> Decoded:
     """Decode one payload into ``(class_name, state)``.
 
@@ -631,9 +647,7 @@ def decode_payload(data: bytes, *, templates: bool = True) -> Decoded:
         times = register_times(data)
         if times is not None:
             return "RegisterCN", {"_cn_start_time": times[0], "_cn_live_time": times[1]}
-        if size > 59 and data[11:56] == MSG_HEAD and data[:3] == _PROTO4_FRAME and _U64(data, 3)[0] == size - 11:
-            if data[-3:] == _MSG_TAIL:  # the tokenizer starts after the header
-                return _run(data, _msg_machine(), _MSG_VALUE_AT, op.CANONICAL_PROTOCOL, size)
+        return decode_untemplated(data)
     if not data:
         raise ProtocolError("ENC-1", "the payload is empty", 0)
     if data[0] != op.PROTO:
