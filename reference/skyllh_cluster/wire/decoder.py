@@ -135,6 +135,16 @@ def _read_global(data: bytes, pos: int, end: int, start: int) -> Tuple[Tuple[byt
     return (data[pos:newline], data[newline + 1 : second]), second + 1
 
 
+def _frame_end(data: bytes, pos: int, start: int) -> int:
+    """Where the frame whose FRAME opcode is at ``start`` ends (its contents start at ``pos``)."""
+    if pos > len(data):
+        _overrun(op.FRAME, start)
+    length = _U64(data, pos - 8)[0]
+    if pos + length > len(data):
+        raise ProtocolError("ENC-1", f"FRAME of {length} bytes runs past the end of the payload", start)
+    return pos + length
+
+
 def _not_allowed(code: int, protocol: int, offset: int) -> NoReturn:
     if code in op.PROFILE_OPCODES:
         raise ProtocolError("ENC-2", f"{op.opcode_name(code)} is not allowed in a protocol {protocol} payload", offset)
@@ -205,13 +215,8 @@ def _run(data: bytes, m: Machine, pos: int, protocol: int, frame_end: int) -> De
             elif kind == _FRAME:
                 if start < frame_end:
                     raise ProtocolError("ENC-1", "FRAME inside a frame", start)
-                if pos + 8 > size:
-                    _overrun(code, start)
-                length = _U64(data, pos)[0]
                 pos += 8
-                if pos + length > size:
-                    raise ProtocolError("ENC-1", f"FRAME of {length} bytes runs past the end of the payload", start)
-                frame_end = end = pos + length
+                frame_end = end = _frame_end(data, pos, start)
                 continue
             elif kind == _TWO_LINES:
                 arg, pos = _read_global(data, pos, end, start)
