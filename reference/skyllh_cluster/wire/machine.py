@@ -23,7 +23,7 @@ sizes, never a decoded value: an error costs little whatever the payload holds.
 The machine knows nothing above the wire: a command is a
 :class:`CommandToken` (its class name and state) and the allowed globals are
 :class:`NamedGlobal` names, never objects (ENC-5).  The result of a payload is
-``(class_name, state)``; :mod:`skyllh_cluster.codec` makes the command.
+``(class_name, state)``; :func:`skyllh_cluster.commands.make_command` makes the command.
 
 Limits (ENC-6), counted as ``spec/encoding-profile.md`` section 5 defines:
 
