@@ -181,6 +181,10 @@ def template_payloads() -> st.SearchStrategy[bytes]:
 @example(dumps(MSG({"k": (1, 2), "j": 3})))  # a TUPLE2 value: the entries are read again as items
 @example(dumps(MSG([(1, 2)])))  # a one-item list whose item is a TUPLE2
 @example(dumps(MSG(list(range(256)) * 5)))  # runs longer than the window, two batches
+@example(dumps(MSG((1, "a", None))))  # the value a TUPLE3 of scalars
+@example(dumps(MSG(([1], 2))))  # a TUPLE2 holding a list: not a template's shape
+@example(dumps(MSG((1, 2, 3, 4))))  # MARK ... TUPLE
+@example(dumps(MSG([[[1]]])))  # three levels: the core
 def test_value_templates_agree_with_the_core(payload: bytes) -> None:
     assert_agree(payload)
     try:

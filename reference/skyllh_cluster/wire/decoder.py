@@ -365,6 +365,12 @@ def _items(data: bytes, pos: int, items: List[Any], room: int) -> int:
             pos += 9
         elif code in _ENDS:
             return pos
+        elif code == _EMPTY_LIST and room and data[pos + 1] == _MEMO:
+            value, after = _list(data, pos + 2, room - 1)
+            if value is NO_MATCH:
+                return pos
+            append(value)
+            pos = after
         elif code == _M:
             append(data[pos + 1] | data[pos + 2] << 8)
             pos += 3
@@ -573,8 +579,8 @@ def msg_value(data: bytes) -> Any:
     if size > MAX_PAYLOAD or data[-3:] != _MSG_TAIL:
         return NO_MATCH
     try:
-        if code == _EMPTY_DICT and start[4] == _MEMO:  # the commonest container, without the calls of _one
-            value, end = _dict(data, 58, _TEMPLATE_ROOM - 1)
+        if (code == _EMPTY_DICT or code == _EMPTY_LIST) and start[4] == _MEMO:  # the commonest, without _one
+            value, end = (_dict if code == _EMPTY_DICT else _list)(data, 58, _TEMPLATE_ROOM - 1)
             return value if end == size - 3 else NO_MATCH
         value, end = _one(data, _MSG_VALUE_AT, _TEMPLATE_ROOM)
         if end == size - 3 or value is NO_MATCH:
