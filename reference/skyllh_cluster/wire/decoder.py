@@ -487,33 +487,9 @@ def _entries(data: bytes, pos: int, value: Dict[str, Any], room: int) -> int:
         if data[end] != _MEMO:
             return -1
         key = data[pos + 2 : end].decode()
-        pos = end + 1
-        code = data[pos]
-        if code == _K:
-            item: Any = data[pos + 1]
-            pos += 2
-        elif code == _STR:
-            end = pos + 2 + data[pos + 1]
-            if data[end] != _MEMO:
-                return -1
-            item = data[pos + 2 : end].decode()
-            pos = end + 1
-        elif code == _N:
-            item = None
-            pos += 1
-        elif code == _G:
-            item = _F64(data, pos + 1)[0]
-            pos += 9
-        elif code == _M:
-            item = data[pos + 1] | data[pos + 2] << 8
-            pos += 3
-        elif code == _J:
-            item = _I32(data, pos + 1)[0]
-            pos += 5
-        else:
-            item, pos = _other(data, pos, room)
-            if item is NO_MATCH:
-                return -1
+        item, pos = _one(data, end + 1, room)
+        if item is NO_MATCH:
+            return -1
         value[key] = item
     return pos
 
