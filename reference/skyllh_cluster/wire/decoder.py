@@ -8,13 +8,20 @@ one place that gives opcodes meaning.  The normative grammar
 same handlers.
 
 Before the tokenizer, *templates* recognise the canonical shapes that carry
-most traffic and build their result without a loop: the constant ACK and
-ShutdownCN payloads, the canonical RegisterCN with two small ints, and the
-canonical MSG holding one scalar.  A canonical MSG holding anything else
-starts the tokenizer after its fixed 56-byte header, on a machine set up as
-the header leaves it.  A template never refuses: anything it does not match
-exactly goes to the tokenizer, which reports the clause and offset.  Property
-tests hold every template equal to ``decode_payload(data, templates=False)``.
+most traffic and build their result without the core: the constant ACK and
+ShutdownCN payloads (:data:`CONSTANT_PAYLOADS`), the canonical RegisterCN
+with two small ints (one struct per int width, :func:`register_times`), and
+the canonical MSG whose value has at most two container levels, str dict
+keys and no memo reference (:func:`msg_value`: a short str without a call,
+else value by value, one reader per shape of CPython's output).  Such a
+value meets every limit of ENC-6 by construction (see the comment above
+:func:`_items`), so a template has nothing to count.  A canonical MSG
+holding anything else starts the tokenizer after its fixed 56-byte header,
+on a machine set up as the header leaves it (:func:`decode_untemplated`).
+A template never refuses: anything it does not match exactly goes to the
+tokenizer, which reports the clause and offset.  Property tests hold every
+template equal to ``decode_payload(data, templates=False)`` and to the
+grammar, on generated values and on their bytes mutated.
 """
 
 from __future__ import annotations
