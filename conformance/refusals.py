@@ -288,7 +288,8 @@ def hostile_cases(role: str) -> List[BadFrame]:
         built = [
             ("MSG whose state has a 5001-digit int key", "CMD-4", _command("MSG", b"}(\x8c\x03msgN" + big_int + b"Nu").finish(frame=True)),
             ("MSG whose state's extra key is a tuple of 10^6 shared references", "ENC-6", _command("MSG", b"}(\x8c\x03msgN" + _shared_tuple_key() + b"Nu").finish(frame=True)),
-            ("MSG whose state has thousands of hash-colliding int keys", "CMD-4", _command("MSG", b"}(\x8c\x03msgN" + _colliding_keys(60000) + b"u").finish(frame=True)),
+            # ENC-6 bounds the keys of one hash at the SETITEMS, before BUILD finds the state wrong (CMD-4).
+            ("MSG whose state has thousands of hash-colliding int keys", "ENC-6", _command("MSG", b"}(\x8c\x03msgN" + _colliding_keys(60000) + b"u").finish(frame=True)),
             ("MSG holding a dict with a 65000-deep tuple key", "ENC-6", _msg(b"}" + _deep_tuple(65000) + b"Ns")),
         ]
     return [BadFrame(label, clause, encode_frame(payload)) for label, clause, payload in built]

@@ -28,12 +28,12 @@ from skyllh_cluster.commands import Command
 from skyllh_cluster.codec import command_to_json
 from skyllh_cluster.wire import opcodes as op
 from skyllh_cluster.wire.framing import encode_frame
-from skyllh_cluster.wire.values import MAX_DEPTH
+from skyllh_cluster.wire.values import MAX_DEPTH, MAX_SAME_HASH_KEYS, MAX_VALUE_COST
 
 VECTOR_DIR = Path(__file__).resolve().parent.parent / "spec" / "vectors"
 #: The kit sends every invalid vector to targets; it ships this copy of invalid.json.
 KIT_COPY = Path(__file__).resolve().parent.parent / "conformance" / "invalid_vectors.json"
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 ALGORITHM = "skyllh-cluster-frame"
 
 NOTES = {
@@ -140,6 +140,30 @@ def _nested(depth: int) -> Any:
 def _max_str() -> str:
     # MSG(str) of a BINUNICODE: header 56 bytes + 5 + n + 4 (MEMOIZE SETITEM BUILD STOP)
     return "x" * (0xFFFF - 56 - 5 - 4)
+
+
+def _costing(total: int) -> Any:
+    """A MSG value whose state dict costs exactly ``total`` (ENC-6): 1 + 4 for the key 'msg', then the value.
+
+    A list of 1048 references to one 999-character str (1000 each) and one
+    more str to make up the rest: about 4 KB on the wire.
+    """
+    shared = "s" * 999
+    rest = total - 5 - 1 - 1048 * 1000 - 1
+    return [shared] * 1048 + ["y" * rest]
+
+
+MERSENNE_61 = 2**61 - 1
+
+
+def _one_hash(count: int, as_tuples: bool = False) -> Dict[Any, None]:
+    """A dict of ``count`` keys k * (2**61 - 1) (or 1-tuples of them): all have one hash."""
+    return {((k * MERSENNE_61,) if as_tuples else k * MERSENNE_61): None for k in range(1, count + 1)}
+
+
+def _one_hash_json(count: int) -> Dict[str, Any]:
+    items = [[{"type": "int", "value": str(k * MERSENNE_61)}, {"type": "none"}] for k in range(1, count + 1)]
+    return {"class": "MSG", "state": [["msg", {"type": "dict", "items": items}]]}
 
 
 VALUES: List[tuple] = [
@@ -404,6 +428,14 @@ def values_file() -> VectorFile:
         ["EncodeOnly", "MaxSize"],
         command={"class": "MSG", "state": [["msg", {"type": "str", "utf8": (_max_str() + "x").encode().hex()}]]},
     )
+    # Added in generator version 3; appended so that earlier tcIds stay as they were.
+    tests = out.group("ValidMsgValue", "original-skyllh-24.1.0 protocol 4", "ENC-6 limits reached exactly (generator version 3)")
+    for comment, value in [
+        ("a state dict costing exactly MAX_VALUE_COST (2**20), through 1048 references to one str", _costing(MAX_VALUE_COST)),
+        (f"a dict of {MAX_SAME_HASH_KEYS} int keys that all hash to 0 (k * (2**61 - 1))", _one_hash(MAX_SAME_HASH_KEYS)),
+        (f"a dict of {MAX_SAME_HASH_KEYS} tuple keys (k * (2**61 - 1),) of one hash", _one_hash(MAX_SAME_HASH_KEYS, True)),
+    ]:
+        out.valid(tests, comment, pickle.dumps(original.MSG(value), protocol=4), ["Limits", "OriginalProtocol"])
     return out
 
 
@@ -640,6 +672,22 @@ def invalid_file() -> VectorFile:  # noqa: C901 - a table
                 command={"class": "MSG", "state": [["msg", {"type": "dict", "items": [
                     [{"type": "str", "utf8": "73656c66"}, {"type": "list", "items": [{"type": "ref", "up": 1}]}]]}]]})
 
+    # Added in generator version 3; appended so that earlier tcIds stay as they were.
+    t = out.group("InvalidPayload", "original-skyllh-24.1.0 protocol 4", "ENC-6 limits passed by one (generator version 3)")
+    out.invalid(t, "a state dict costing MAX_VALUE_COST + 1, through 1048 references to one str", "ENC-6",
+                "cost over 2**20 at the state's SETITEM", ["Limits", "Malicious"],
+                payload=original_dumps(lambda: original.MSG(_costing(MAX_VALUE_COST + 1)), 4))
+    out.invalid(t, f"a dict of {MAX_SAME_HASH_KEYS + 1} int keys that all hash to 0", "ENC-6", "too many keys of one hash",
+                ["Limits", "Malicious"], payload=original_dumps(lambda: original.MSG(_one_hash(MAX_SAME_HASH_KEYS + 1)), 4))
+    out.invalid(t, f"a dict of {MAX_SAME_HASH_KEYS + 1} tuple keys of one hash", "ENC-6", "too many keys of one hash",
+                ["Limits", "Malicious"],
+                payload=original_dumps(lambda: original.MSG(_one_hash(MAX_SAME_HASH_KEYS + 1, True)), 4))
+    out.invalid(t, "a 60 KB dict of 4999 int keys that all hash to 0 (quadratic to build)", "ENC-6",
+                "too many keys of one hash", ["Limits", "Malicious"],
+                payload=original_dumps(lambda: original.MSG(_one_hash(4999)), 4))
+    t = out.group("EncodeRefusal", "hand-written", "Values the encoder must refuse, second set (ENC-6; generator version 3)")
+    out.invalid(t, f"MSG of a dict of {MAX_SAME_HASH_KEYS + 1} int keys that all hash to 0", "ENC-6",
+                "too many keys of one hash to send", ["EncodeOnly", "Limits"], command=_one_hash_json(MAX_SAME_HASH_KEYS + 1))
     return out
 
 

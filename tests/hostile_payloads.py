@@ -73,6 +73,16 @@ def f3_colliding_keys(before_the_command: bool = False) -> bytes:
     return framed(command_head(b"RegisterCN") + entries + b"ub.")
 
 
+def f3_colliding_msg_keys(count: int = 4999, as_tuples: bool = False) -> bytes:
+    """F3 against a MSG: a valid value, a dict of ``count`` int keys k * (2**61 - 1), or 1-tuples of them, all of one hash.
+
+    No CMD-3 stops it early: only the bound on keys of one hash (ENC-6) does.
+    """
+    key = (lambda k: long_int(k * MERSENNE_61) + bytes((op.TUPLE1,))) if as_tuples else (lambda k: long_int(k * MERSENNE_61))
+    entries = b"".join(key(k) + b"N" for k in range(1, count + 1))
+    return framed(command_head(b"MSG")[:-1] + short_str(b"msg") + b"}\x94(" + entries + b"u" + b"sb.")
+
+
 def f4_deep_tuple_key(depth: int = 65000) -> bytes:
     """F4: a MSG whose value is a dict with a tuple nested ``depth`` deep as its key."""
     key = b"K\x00" + bytes((op.TUPLE1,)) * depth
@@ -87,5 +97,18 @@ CORPUS: Dict[str, Callable[[], bytes]] = {
     "F2 MSG": lambda: f2_reference_bomb_key(b"MSG"),
     "F3 RegisterCN": f3_colliding_keys,
     "F3 dict before the command": lambda: f3_colliding_keys(before_the_command=True),
+    "F3 MSG, int keys of one hash": f3_colliding_msg_keys,
+    "F3 MSG, tuple keys of one hash": lambda: f3_colliding_msg_keys(4000, as_tuples=True),
     "F4 MSG": f4_deep_tuple_key,
 }
+
+
+def empty_containers(opcode: bytes, count: int = 32000) -> bytes:
+    """A MSG whose value is None, then ``count`` empty lists or dicts in a row: a template must read them in linear time."""
+    return framed(command_head(b"MSG")[:-1] + short_str(b"msg") + b"N" + (opcode + bytes((op.MEMOIZE,))) * count + b"sb.")
+
+
+CORPUS.update({
+    "32000 empty lists in a row": lambda: empty_containers(bytes((op.EMPTY_LIST,))),
+    "32000 empty dicts in a row": lambda: empty_containers(bytes((op.EMPTY_DICT,))),
+})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import struct
 from typing import Any, List
 
 import skyllh.cluster.commands as original
@@ -120,6 +121,93 @@ def canonical_payloads() -> st.SearchStrategy[bytes]:
 @example(dumps(MSG(2**64))[:-4] + b"sb.")  # LONG1 shorter than its length byte says
 def test_templates_agree_with_the_core(payload: bytes) -> None:
     assert_agree(payload)
+
+
+def template_values() -> st.SearchStrategy[Any]:
+    """Values of the shapes the MSG templates read: scalars, and containers of them two levels deep.
+
+    Dicts have str keys (the templates take no other); runs of small ints and
+    lists longer than one APPENDS batch are drawn on purpose.
+    """
+    scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | st.binary(max_size=30)
+    flat = st.one_of(
+        st.lists(scalars, max_size=6),
+        st.lists(scalars, max_size=6).map(tuple),
+        st.dictionaries(st.text(max_size=8), scalars, max_size=6),
+        st.lists(st.integers(0, 255), min_size=2, max_size=1200),  # runs of BININT1, batches of 1000
+        st.dictionaries(st.text(max_size=3), st.tuples(scalars, scalars), max_size=3),  # TUPLE2 values
+    )
+    containers = st.one_of(
+        flat,
+        st.lists(flat | scalars, max_size=5),
+        st.lists(scalars, max_size=5).map(tuple),
+        st.dictionaries(st.text(max_size=8), flat | scalars, max_size=5),
+    )
+    return scalars | containers
+
+
+@st.composite
+def value_mutations(draw: st.DrawFn, payloads: st.SearchStrategy[bytes]) -> bytes:
+    """A canonical MSG with its value's bytes edited and its FRAME length made right again.
+
+    Most edits elsewhere break the frame header, which no template then takes:
+    these reach the templates' reading of the value itself.
+    """
+    payload = draw(payloads)
+    value = bytearray(payload[56:-3])
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(value)))
+        kind = draw(st.sampled_from(["set", "insert", "delete", "splice"]))
+        if kind == "set" and at < len(value):
+            value[at] = draw(st.integers(0, 255))
+        elif kind == "insert":
+            value[at:at] = draw(st.binary(min_size=1, max_size=2))
+        elif kind == "delete":
+            del value[at : at + draw(st.integers(1, 2))]
+        else:
+            value[at:at] = draw(st.sampled_from([b"a", b"e", b"s", b"u", b"t", b"(", b"\x94", b"\x85", b"\x86", b"h\x05", b"]", b"}"]))
+    body = payload[11:56] + bytes(value) + payload[-3:]
+    return payload[:3] + struct.pack("<Q", len(body)) + body
+
+
+def template_payloads() -> st.SearchStrategy[bytes]:
+    return template_values().map(MSG).filter(fits).map(dumps)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(template_payloads() | value_mutations(template_payloads()))
+@example(dumps(MSG([[], 1])))  # an empty list, then an item that is not its own
+@example(dumps(MSG([{}, "k", 1])))  # an empty dict, then what looks like one entry
+@example(dumps(MSG({"k": (1, 2), "j": 3})))  # a TUPLE2 value: the entries are read again as items
+@example(dumps(MSG([(1, 2)])))  # a one-item list whose item is a TUPLE2
+@example(dumps(MSG(list(range(256)) * 5)))  # runs longer than the window, two batches
+@example(dumps(MSG((1, "a", None))))  # the value a TUPLE3 of scalars
+@example(dumps(MSG(([1], 2))))  # a TUPLE2 holding a list: not a template's shape
+@example(dumps(MSG((1, 2, 3, 4))))  # MARK ... TUPLE
+@example(dumps(MSG([[[1]]])))  # three levels: the core
+def test_value_templates_agree_with_the_core(payload: bytes) -> None:
+    assert_agree(payload)
+    try:
+        first, second = loads(payload), loads(payload)
+    except ProtocolError:
+        return
+    core = core_only(payload)
+    assert dumps(first) == dumps(core)  # the same objects shared, and no others
+    assert not {id(part) for part in containers_of(first.msg)} & {id(part) for part in containers_of(second.msg)}
+
+
+def containers_of(value: Any) -> List[Any]:
+    """Every list and dict in ``value`` (the mutable parts no two results may share)."""
+    found, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if type(item) in (list, dict):
+            found.append(item)
+        if type(item) in (list, tuple):
+            stack.extend(item)
+        elif type(item) is dict:
+            stack.extend(item.values())
+    return found
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

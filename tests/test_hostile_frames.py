@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from hostile_payloads import CORPUS, f3_colliding_keys, f4_deep_tuple_key, long_int, with_extra_entry
+from hostile_payloads import CORPUS, f3_colliding_keys, f3_colliding_msg_keys, f4_deep_tuple_key, long_int, with_extra_entry
 from skyllh_cluster.codec import loads, loads_checked, make_command
 from skyllh_cluster.commands import Command
 from skyllh_cluster.conformance.strategies import payload_mutations
@@ -73,6 +73,16 @@ def test_f3_a_registration_state_is_refused_before_its_keys_are_hashed() -> None
     # One entry too many is enough, whatever the keys.
     third = with_extra_entry(b"RegisterCN", b"\x8c\x01x\x94")
     assert "3 entries" in refusals(third)[0].reason
+
+
+@pytest.mark.parametrize("as_tuples", [False, True], ids=["ints", "tuples"])
+def test_f3_keys_of_one_hash_are_refused_at_the_65th(as_tuples: bool) -> None:
+    """A valid MSG but for its keys: 64 of one hash decode, the 65th is ENC-6 (at its SETITEMS)."""
+    allowed = f3_colliding_msg_keys(64, as_tuples)
+    assert len(loads(allowed).msg) == len(loads_checked(allowed).msg) == len(core_only(allowed).msg) == 64
+    error = refusals(f3_colliding_msg_keys(65, as_tuples))[0]
+    assert error.clause == "ENC-6" and "same hash" in error.reason
+    assert error.offset == len(f3_colliding_msg_keys(65, as_tuples)) - 4
 
 
 def decode_in_small_thread(decode: Callable[[bytes], Any], payload: bytes) -> Any:

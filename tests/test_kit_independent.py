@@ -231,7 +231,7 @@ def _msg(value_opcodes: bytes) -> bytes:
 
 def _nodes_payload(extra: int) -> bytes:
     """A MSG whose value is a list: 1023 references to a list of 1023 None, then ``extra`` None.
-    Its tree has 1 + 1023 * 1024 + extra nodes."""
+    Its tree has 1 + 1023 * 1024 + extra nodes, each costing 1."""
     inner = b"]\x94(" + b"N" * 1023 + b"e"  # memo index 6
     return _msg(b"](" + inner + b"h\x06" * 1022 + b"N" * extra + b"e")
 
@@ -248,8 +248,9 @@ EDGE_CASES = {
     "BINUNICODE8": (_msg(b"\x8d" + struct.pack("<Q", 2) + b"hi"), "hi"),
     "BINBYTES8": (_msg(b"\x8e" + struct.pack("<Q", 2) + b"hi"), b"hi"),
     "builtins.bytes()": (_msg(b"cbuiltins\nbytes\n)R"), b""),
-    "a value of 2**20 - 2 nodes: the state dict holds 2**20": (_nodes_payload(1021), "accepted"),
-    "a value of 2**20 - 1 nodes: the state dict would hold 2**20 + 1": (_nodes_payload(1022), "ENC-6"),
+    # ENC-6 cost: the state dict costs 1, its key 'msg' 4 (a str costs 1 + its length), then the value.
+    "a value costing 2**20 - 5: the state dict costs 2**20": (_nodes_payload(1018), "accepted"),
+    "a value costing 2**20 - 4: the state dict would cost 2**20 + 1": (_nodes_payload(1019), "ENC-6"),
     "200 nested lists": (_msg(b"]" * 200 + b"a" * 199), "accepted"),
     "201 nested lists": (_msg(b"]" * 201 + b"a" * 200), "ENC-6"),
     "a dict whose tuple key is 200 deep is a value 201 deep": (_msg(b"}" + b")" + b"\x85" * 199 + b"Ns"), "ENC-6"),

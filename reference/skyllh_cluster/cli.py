@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_master_arguments(master)
+    return parser
+
+
+def _add_master_arguments(master: argparse.ArgumentParser) -> None:
+    """The options of ``skyllh-cluster master``."""
     master.add_argument(
         "--host",
         default=None,
@@ -190,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mutual TLS: admit only nodes whose client certificate verifies against --tls-ca",
     )
-    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -24,9 +24,16 @@ import functools
 from types import ModuleType
 from typing import Any, Dict, Union
 
-from .commands import COMMAND_CLASSES, Command
-from .errors import LocalProtocolError
-from .wire.decoder import decode_payload
+from .commands import COMMAND_CLASSES, MSG, Command, RegisterCN, command_payload, make_command
+from .wire.decoder import (
+    CLASS_NAME_SIZE_AT,
+    CONSTANT_PAYLOADS,
+    CONSTANT_SIZE,
+    NO_MATCH,
+    decode_untemplated,
+    msg_value,
+    register_times,
+)
 from .wire.encoder import encode_payload
 from .wire.vector_json import value_from_json, value_to_json
 
@@ -34,6 +41,7 @@ __all__ = ["loads", "dumps", "loads_checked", "make_command", "command_to_json",
 
 Buffer = Union[bytes, bytearray, memoryview]
 _new = object.__new__
+_CONSTANT_CLASSES = {payload: COMMAND_CLASSES[name] for payload, name in CONSTANT_PAYLOADS.items()}
 
 
 def _as_bytes(payload: Buffer) -> bytes:
@@ -44,28 +52,6 @@ def _as_bytes(payload: Buffer) -> bytes:
     if isinstance(payload, memoryview):
         return payload.tobytes()
     raise TypeError(f"a payload is bytes, bytearray or memoryview, not {type(payload).__name__}")
-
-
-def make_command(class_name: str, state: Dict[str, Any]) -> Command:
-    """The command of class ``class_name`` with ``state``, as a decoder found them.
-
-    Nothing is called: the object is made without ``__init__``.  A RegisterCN
-    gets its attributes one by one, so that they live in the object itself
-    (Python 3.11+: 110 bytes less for each registered node); a MSG keeps the
-    decoded state dict, so that re-encoding shares what the payload shared.
-    """
-    command = _new(COMMAND_CLASSES[class_name])
-    if state:
-        _give_state(command, class_name, state)
-    return command
-
-
-def _give_state(command: Command, class_name: str, state: Dict[str, Any]) -> None:
-    if class_name == "RegisterCN" and next(iter(state)) == "_cn_start_time":
-        command._cn_start_time = state["_cn_start_time"]  # type: ignore[attr-defined]
-        command._cn_live_time = state["_cn_live_time"]  # type: ignore[attr-defined]
-    else:  # a MSG, or a RegisterCN with its keys the other way round
-        command.__dict__ = state
 
 
 def loads(payload: Buffer) -> Command:
@@ -83,13 +69,29 @@ def loads(payload: Buffer) -> Command:
     ...     "948c0341434b9493942981942e"))
     ACK()
     """
-    class_name, state = decode_payload(payload if type(payload) is bytes else _as_bytes(payload))
-    command = _new(COMMAND_CLASSES[class_name])  # make_command, inline: this is every frame's path
-    if class_name == "MSG":
-        command.__dict__ = state
-    elif state:
-        _give_state(command, class_name, state)
-    return command
+    # Every frame comes this way: the templates of wire.decoder first, each
+    # command made here without a call more than it needs.
+    if type(payload) is not bytes:
+        payload = _as_bytes(payload)
+    if len(payload) <= CONSTANT_SIZE:
+        cls = _CONSTANT_CLASSES.get(payload)
+        if cls is not None:
+            return _new(cls)
+    else:
+        name_size = payload[CLASS_NAME_SIZE_AT]  # which template could take it
+        if name_size == 3:
+            value = msg_value(payload)
+            if value is not NO_MATCH:
+                command = _new(MSG)
+                command.msg = value  # a template's value never holds the key object
+                return command
+        elif name_size == 10:
+            times = register_times(payload)
+            if times is not None:
+                command = _new(RegisterCN)
+                command._cn_start_time, command._cn_live_time = times
+                return command
+    return make_command(*decode_untemplated(payload))
 
 
 def loads_checked(payload: Buffer) -> Command:
@@ -124,10 +126,7 @@ def dumps(command: Command) -> bytes:
     >>> len(dumps(RegisterCN(1732560000, 7200)))
     102
     """
-    kind = type(command)
-    if COMMAND_CLASSES.get(kind.__name__) is not kind:
-        raise LocalProtocolError("CMD-1", f"{kind.__qualname__} is not one of the four command classes")
-    return encode_payload(kind.__name__, command.__dict__)
+    return command_payload(command)
 
 
 def command_to_json(command: Command) -> Dict[str, Any]:

@@ -1,13 +1,16 @@
 """Blocking socket helpers with the names and signatures of ``skyllh.cluster.srvclt``.
 
 This is the seed's thin layer between a connected TCP socket and whole
-frames (spec section 2).  The framing rules themselves live in
-:mod:`skyllh_cluster.wire.framing`; this module only moves bytes.
+frames (spec section 2).  The frame I/O itself lives in
+:mod:`skyllh_cluster.blocking` (below the commands, which send and receive
+with it) and the framing rules in :mod:`skyllh_cluster.wire.framing`; this
+module gives them the original's names.
 
 What differs from the original:
 
-* :func:`receive_object_from_socket` decodes with the safe codec
-  (:func:`skyllh_cluster.codec.loads`), never with :mod:`pickle`, so a peer
+* :func:`receive_object_from_socket` decodes with the safe decoder
+  (:func:`skyllh_cluster.commands.receive_command_from_socket`, the same
+  core as :func:`skyllh_cluster.codec.loads`), never with :mod:`pickle`, so a peer
   can no longer make this process run code.  A payload outside the profile
   raises :class:`~skyllh_cluster.errors.RemoteProtocolError`.
 * :attr:`Message.length` counts the bytes of the encoded message, so a
@@ -22,12 +25,9 @@ What differs from the original:
 from __future__ import annotations
 
 import socket
-from typing import Any, Union
 
-from .codec import loads
-from .commands import Command
-from .errors import ProtocolError
-from .wire.framing import HEADER_SIZE, encode_frame
+from .blocking import Message, read_from_socket, send_to_socket
+from .commands import Command, receive_command_from_socket
 
 __all__ = [
     "Message",
@@ -35,126 +35,6 @@ __all__ = [
     "read_from_socket",
     "receive_object_from_socket",
 ]
-
-
-class Message:
-    """One frame's payload: ``bytes``, or text sent as UTF-8.
-
-    Args:
-        msg: The payload.  ``bytes`` are kept as they are; anything else is
-            cast with ``str()``, as the original does.
-
-    Raises:
-        TypeError: ``msg`` cannot be cast to ``str``.
-    """
-
-    @staticmethod
-    def receive(sock: socket.socket, blocksize: int = 2048, as_bytes: bool = False) -> "Message":
-        """Read exactly one frame from ``sock`` and return its payload as a Message.
-
-        Reads no byte beyond the frame, so that frames sent back to back can
-        be read one call at a time.
-
-        Args:
-            sock: A connected, blocking stream socket.
-            blocksize: The most bytes asked of one ``recv`` call.
-            as_bytes: Keep the payload as ``bytes``; otherwise it is decoded
-                as UTF-8 into a ``str``.
-
-        Raises:
-            RuntimeError: ``'Socket connection broken!'`` when the peer closes
-                the connection before the frame is complete, as the original.
-            UnicodeDecodeError: ``as_bytes`` is false and the payload is not
-                UTF-8.
-        """
-        payload = _receive_payload(sock, blocksize)
-        if as_bytes:
-            return Message(payload)
-        return Message(payload.decode("utf-8"))
-
-    def __init__(self, msg: Union[bytes, str, Any]) -> None:
-        self.msg = msg
-
-    @property
-    def msg(self) -> Union[bytes, str]:
-        """The payload: a ``bytes`` instance or a ``str`` instance."""
-        return self._msg
-
-    @msg.setter
-    def msg(self, m: Any) -> None:
-        if isinstance(m, bytes):
-            self._msg: Union[bytes, str] = m
-            return
-        try:
-            self._msg = str(m)
-        except Exception as exc:  # str() runs arbitrary __str__ code
-            raise TypeError("The msg property must be of type bytes or castable to type str!") from exc
-
-    def _encoded(self) -> bytes:
-        msg = self._msg
-        return msg if isinstance(msg, bytes) else msg.encode("utf-8")
-
-    @property
-    def length(self) -> int:
-        """The length of the message in bytes, as it goes on the wire (UTF-8 for a ``str``)."""
-        return len(self._encoded())
-
-    def as_socket_msg(self) -> bytes:
-        """Return the frame that carries this message: the u16 length, then the bytes.
-
-        Raises:
-            LocalProtocolError: FRM-2 when the message is over 65535 bytes,
-                FRM-3 when it is empty.
-        """
-        return encode_frame(self._encoded())
-
-    def send(self, sock: socket.socket) -> None:
-        """Send this message as one frame on ``sock``.
-
-        The frame is built first, so a message that does not fit sends nothing.
-        """
-        send_to_socket(sock, self.as_socket_msg())
-
-    def __repr__(self) -> str:
-        return f"Message({self._msg!r})"
-
-
-def send_to_socket(sock: socket.socket, msg: bytes) -> None:
-    """Send all of ``msg`` on ``sock``, calling ``send`` until every byte is out.
-
-    Raises:
-        RuntimeError: ``'Socket connection broken!'`` when ``send`` sends
-            nothing, as the original.
-    """
-    view = memoryview(msg)
-    while view:
-        sent = sock.send(view)
-        if sent == 0:
-            raise RuntimeError("Socket connection broken!")
-        view = view[sent:]
-
-
-def read_from_socket(sock: socket.socket, size: int, blocksize: int = 2048) -> bytes:
-    """Read exactly ``size`` bytes from ``sock``, at most ``blocksize`` per ``recv``.
-
-    Raises:
-        RuntimeError: ``'Socket connection broken!'`` when the peer closes
-            the connection first, as the original.
-    """
-    chunks = []
-    missing = size
-    while missing > 0:
-        chunk = sock.recv(min(missing, blocksize))
-        if not chunk:
-            raise RuntimeError("Socket connection broken!")
-        chunks.append(chunk)
-        missing -= len(chunk)
-    return b"".join(chunks)
-
-
-def _receive_payload(sock: socket.socket, blocksize: int) -> bytes:
-    header = read_from_socket(sock, HEADER_SIZE, blocksize=blocksize)
-    return read_from_socket(sock, int.from_bytes(header, "little"), blocksize=blocksize)
 
 
 def receive_object_from_socket(sock: socket.socket, blocksize: int = 2048) -> Command:
@@ -166,8 +46,4 @@ def receive_object_from_socket(sock: socket.socket, blocksize: int = 2048) -> Co
         RuntimeError: ``'Socket connection broken!'`` when the peer closes
             the connection first.
     """
-    payload = _receive_payload(sock, blocksize)
-    try:
-        return loads(payload)
-    except ProtocolError as exc:
-        raise exc.with_offset(HEADER_SIZE).as_remote() from None
+    return receive_command_from_socket(sock, blocksize=blocksize)

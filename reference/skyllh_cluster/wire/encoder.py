@@ -22,8 +22,8 @@ shows in the bytes (``spec/encoding-profile.md`` section 6):
 
 It refuses, as :class:`LocalProtocolError`, what a receiver would refuse: a
 state outside CMD-1 to CMD-4, a value outside the subset (VAL-1 to VAL-3) or
-beyond the limits of ENC-6, counted as :mod:`~skyllh_cluster.wire.machine`
-counts them, and a payload over 65535 bytes (FRM-2).
+beyond the limits of ENC-6 (the keys that share a hash included), counted as
+:mod:`~skyllh_cluster.wire.machine` counts them, and a payload over 65535 bytes (FRM-2).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ..errors import LocalProtocolError
 from . import machine
 from . import opcodes as op
 from .framing import MAX_PAYLOAD
-from .values import MAX_DEPTH, MAX_VALUE_COST
+from .values import MAX_DEPTH, MAX_SAME_HASH_KEYS, MAX_VALUE_COST
 
 __all__ = ["encode_payload", "encode_int"]
 
@@ -191,11 +191,17 @@ class _Writer:
     def save_dict(self, obj: dict, level: int) -> Tuple[int, int]:
         self.out.append(op.EMPTY_DICT)
         self.memoize(obj)
+        hashes: Dict[int, int] = {}
         for key in obj:
             if type(key) not in _KEY_TYPES:
                 raise LocalProtocolError(
                     "VAL-2", f"a dict key must be None, bool, int, float, str, bytes or tuple, not {type(key).__name__}"
                 )
+            if type(key) is not str and type(key) is not bytes:
+                digest = hash(key)
+                hashes[digest] = hashes.get(digest, 0) + 1
+                if hashes[digest] > MAX_SAME_HASH_KEYS:
+                    raise LocalProtocolError("ENC-6", f"more than {MAX_SAME_HASH_KEYS} keys of one dict have the same hash")
         if not obj:
             return 1, 1
         flat = [part for entry in obj.items() for part in entry]

@@ -347,7 +347,7 @@ def parse_frame(frame: bytes, factory: Callable[[str, Dict[str, Any]], T] = _pai
     """Parse one whole frame (length prefix and payload): ``factory(class_name, state)``.
 
     The default factory returns the pair itself;
-    :func:`skyllh_cluster.codec.make_command` makes the command.  Offsets in
+    :func:`skyllh_cluster.commands.make_command` makes the command.  Offsets in
     errors count from the start of the frame.
     """
     stream = io.BytesIO(bytes(frame))

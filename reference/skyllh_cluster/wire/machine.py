@@ -23,7 +23,7 @@ sizes, never a decoded value: an error costs little whatever the payload holds.
 The machine knows nothing above the wire: a command is a
 :class:`CommandToken` (its class name and state) and the allowed globals are
 :class:`NamedGlobal` names, never objects (ENC-5).  The result of a payload is
-``(class_name, state)``; :mod:`skyllh_cluster.codec` makes the command.
+``(class_name, state)``; :func:`skyllh_cluster.commands.make_command` makes the command.
 
 Limits (ENC-6), counted as ``spec/encoding-profile.md`` section 5 defines:
 
@@ -33,6 +33,9 @@ Limits (ENC-6), counted as ``spec/encoding-profile.md`` section 5 defines:
   counting the whole object again) stays within :data:`MAX_VALUE_COST`;
 * the keys put into dicts in one payload cost at most :data:`MAX_VALUE_COST`
   in total (hashing a tuple or an int key walks it again at every insertion);
+* at most :data:`MAX_SAME_HASH_KEYS` distinct keys of one dict, other than
+  str and bytes, have one hash (a payload can choose int, float and tuple
+  hashes, and keys with one hash make every insertion probe them all);
 * nothing but a command's own parts may be filled before the command exists,
   and a RegisterCN payload puts at most two str -> int entries into dicts:
   a hostile state is refused before it is hashed (CMD-1, CMD-3).
@@ -44,7 +47,7 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 from ..errors import excerpt
 from . import opcodes as op
-from .values import MAX_DEPTH, MAX_VALUE_COST
+from .values import MAX_DEPTH, MAX_SAME_HASH_KEYS, MAX_VALUE_COST
 
 __all__ = ["Machine", "Refusal", "NamedGlobal", "CommandToken", "HANDLERS", "finish", "cost", "Decoded"]
 
@@ -96,7 +99,7 @@ class Machine:
     reused after an object died always holds the current object's figures.
     """
 
-    __slots__ = ("stack", "metastack", "memo", "figures", "referenced", "key_budget", "command", "entries")
+    __slots__ = ("stack", "metastack", "memo", "figures", "referenced", "key_budget", "command", "entries", "hashes")
 
     def __init__(
         self, stack: Optional[List[Any]] = None, memo: Optional[Dict[int, Any]] = None, command: Optional[CommandToken] = None
@@ -109,6 +112,7 @@ class Machine:
         self.key_budget = MAX_VALUE_COST
         self.command = command
         self.entries = 0  # dict entries put into a RegisterCN payload
+        self.hashes: Dict[int, Tuple[dict, Dict[int, int]]] = {}  # id -> (dict, {hash: keys}), keys other than str, bytes
 
 
 def fail(clause: str, reason: str) -> NoReturn:
@@ -329,9 +333,36 @@ def fill_dict(m: Machine, items: List[Any], what: str) -> None:
         check_registration(m, keys, values)
     try:
         for key, value in zip(keys, values):
-            target[key] = value
+            if type(key) is str:
+                target[key] = value
+            else:
+                put_counted(m, target, key, value)
     except TypeError:
         fail("VAL-2", f"a dict key must be hashable, not {describe(key)} holding a list or dict")
+
+
+def put_counted(m: Machine, target: dict, key: Any, value: Any) -> None:
+    """Put one entry whose key's hash a payload can choose (ENC-6): at most MAX_SAME_HASH_KEYS keys per hash.
+
+    Every key but a str or bytes: their hashes are keyed per process, while
+    ints, floats and tuples of them hash alike everywhere (an int ``k *
+    (2**61 - 1)`` hashes to 0).  Keys with one hash make a dict probe all of
+    them at every insertion; counted after the insertion, so that a key
+    replacing an equal one counts once, each insertion compares with at most
+    MAX_SAME_HASH_KEYS others, and decoding stays linear.
+    """
+    size = len(target)
+    target[key] = value
+    if len(target) == size or type(key) is bytes:
+        return
+    counts = m.hashes.get(id(target))
+    if counts is None or counts[0] is not target:  # a dict seen first, or a new one at a dead one's id
+        counts = m.hashes[id(target)] = (target, {})
+    digest = hash(key)
+    count = counts[1].get(digest, 0) + 1
+    if count > MAX_SAME_HASH_KEYS:
+        fail("ENC-6", f"more than {MAX_SAME_HASH_KEYS} keys of one dict have the same hash")
+    counts[1][digest] = count
 
 
 def setitem(m: Machine, arg: None) -> None:

@@ -22,7 +22,17 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 MAX_DEPTH = 200  #: ENC-6: the deepest MSG value
 MAX_CONTAINER_DEPTH = MAX_DEPTH + 1  #: the value sits in the one-level state dict
-MAX_NODES = 2**20  #: ENC-6: tree size of one value, and of all dict keys of a payload
+MAX_NODES = 2**20  #: ENC-6: cost of one value, and of all dict keys of a payload
+MAX_SAME_HASH = 64  #: ENC-6: distinct keys of one dict, other than str and bytes, with one hash
+
+
+def scalar_cost(value: Any) -> int:
+    """ENC-6: a str or bytes costs 1 + its length, an int 1 + bit_length // 8, anything else 1."""
+    if type(value) in (str, bytes):
+        return 1 + len(value)
+    if type(value) is int:
+        return 1 + value.bit_length() // 8
+    return 1
 
 COMMAND_MODULE = "skyllh.cluster.commands"
 COMMAND_NAMES = ("ACK", "MSG", "ShutdownCN", "RegisterCN")
@@ -169,6 +179,7 @@ class _Decoder:
         self.marks: List[int] = []
         self.memo: Dict[int, Item] = {}
         self.key_nodes = 0
+        self.hashes: Dict[int, Dict[int, int]] = {}  # per dict Item (alive all along): keys per hash
         self.has_command = False
         self.at = 0  # offset of the opcode being handled
         self.result: Optional[Command] = None
@@ -202,7 +213,8 @@ class _Decoder:
             self.frame_end = None
         scalar = SCALARS.get(opcode.name)
         if scalar is not None:
-            self._push(Item(SCALAR, scalar(argument)))
+            value = scalar(argument)
+            self._push(Item(SCALAR, value, nodes=scalar_cost(value)))
         else:
             getattr(self, "_op_" + opcode.name)(argument)
 
@@ -402,7 +414,17 @@ class _Decoder:
             nodes = target.nodes + key.nodes + value.nodes
             self._check_limits(depth, nodes)
             target.depth, target.nodes = depth, nodes
+            size = len(target.value)
             target.value[key.value] = value.value  # VAL-2: a repeated key keeps its place
+            if len(target.value) > size and type(key.value) not in (str, bytes):
+                self._count_hash(target, key.value)
+
+    def _count_hash(self, target: Item, key: Any) -> None:
+        """ENC-6: at most MAX_SAME_HASH distinct keys of one dict (not str or bytes) share a hash."""
+        counts = self.hashes.setdefault(id(target), {})
+        counts[hash(key)] = counts.get(hash(key), 0) + 1
+        if counts[hash(key)] > MAX_SAME_HASH:
+            raise Refusal("ENC-6", self.at, f"more than {MAX_SAME_HASH} keys of one dict with one hash")
 
     def _op_SETITEM(self, _: None) -> None:
         value, key = self._pop(), self._pop()
@@ -469,7 +491,8 @@ class _Decoder:
         arguments, function = self._pop(), self._pop()
         meaning = function.value if function.kind == GLOBAL else None
         if meaning == "latin1-bytes" and _is_latin1_call(arguments):
-            self._push(Item(SCALAR, arguments.value[0].encode("latin-1")))
+            value = arguments.value[0].encode("latin-1")
+            self._push(Item(SCALAR, value, nodes=scalar_cost(value)))
         elif meaning == "empty-bytes" and arguments.kind == TUPLE and arguments.value == ():
             self._push(Item(SCALAR, b""))
         else:

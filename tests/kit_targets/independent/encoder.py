@@ -17,6 +17,7 @@ MODULE = "skyllh.cluster.commands"
 MAX_DEPTH = 200
 MAX_PAYLOAD = 65535
 BATCH = 1000
+MAX_SAME_HASH = 64
 
 
 class EncodeRefusal(ValueError):
@@ -142,8 +143,13 @@ class _Writer:
     def dict(self, value: dict, depth: int) -> None:
         self.put(b"}")
         self.memoize(value)
+        hashes: Dict[int, int] = {}
         for key in value:
             _check_key(key)
+            if type(key) not in (str, bytes):  # ENC-6: keys a payload could make collide
+                hashes[hash(key)] = hashes.get(hash(key), 0) + 1
+                if hashes[hash(key)] > MAX_SAME_HASH:
+                    raise EncodeRefusal("ENC-6", f"more than {MAX_SAME_HASH} keys of one dict with one hash")
         self.batches([[k, v] for k, v in value.items()], depth, b"s", b"u", exact_tail=True)
 
     def batches(self, entries: List[List[Any]], depth: int, one: bytes, many: bytes, exact_tail: bool) -> None:
