@@ -22,6 +22,8 @@ EDITABLE_QUIET := PYTHONWARNINGS="ignore:Editable installation"
 # Re-install when the project's metadata changes.
 INSTALLED      := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
+# The package with the original (skyllh==24.1.0), for `make demo`.
+INSTALLED_DEMO := $(VENV)/.installed-demo
 
 .PHONY: test test-pythons demo bench coverage clean browser fuzz
 
@@ -35,6 +37,10 @@ $(INSTALLED): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.
 
 $(INSTALLED_TEST): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
 	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(INSTALLED) $(INSTALLED_DEMO)
+
+$(INSTALLED_DEMO): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
+	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e '.[original]'
 	touch $@ $(INSTALLED)
 
 test: $(INSTALLED_TEST) browser
@@ -60,7 +66,9 @@ test-pythons: $(INSTALLED) browser
 	$(BIN)/python -m pip install --quiet 'nox>=2024.3.2'
 	$(BIN)/python -m nox
 
-demo: $(INSTALLED)
+# The kit against the reference and against the original (skyllh==24.1.0,
+# installed by the `original` extra); writes build/demo/{reference,original}.html.
+demo: $(INSTALLED_DEMO)
 	$(BIN)/python scripts/demo.py
 
 bench: $(INSTALLED_TEST)
