@@ -58,9 +58,9 @@ def main() -> int:
         print(f"\noriginal: exit {original_status} in {took:.1f} s (1 = does not conform, as expected: "
               f"see spec/deviations.md); HTML report: {original_html}")
     print("\nHTML reports, one self-contained file each (open in a browser):")
-    for name, html in (("the reference", reference_html), ("the original ", original_html)):
+    for name, html in (("the reference:", reference_html), ("the original:", original_html)):
         if html.exists():
-            print(f"  {name}: {html}")
+            print(f"  {name:<15}{html}")
     return 0 if reference_status == 0 else 1
 
 
