@@ -510,6 +510,9 @@ def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
         reporter.write_line(f"{'':>14}   read the clause: {_where([row])[row.id]}")
         for line in _transcript_lines(row):
             reporter.write_line(f"{'':>14}   {line}")
+    # Each line as it is decided, also into a pipe (python -m ... | tee, and the two-role
+    # run that passes on its children's lines): pytest's writer flushes only when it is told to.
+    reporter.flush()
 
 
 #: At most this many transcript lines under a failed clause's progress line (the reports keep them all).
