@@ -43,13 +43,14 @@ $(INSTALLED_DEMO): pyproject.toml setup.py reference/skyllh_cluster/master/_send
 	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e '.[original]'
 	touch $@ $(INSTALLED)
 
-# The suite runs on TEST_JOBS pytest-xdist workers, tests handed out one by one
-# except the modules tests/conftest.py keeps together; most tests wait on
-# sockets and child processes, so more workers than cores pay.  TEST_JOBS=0:
-# one process, in file order.
+# The suite runs on TEST_JOBS pytest-xdist workers, one test module at a time
+# each (--dist loadfile: a module's fixtures, such as the fault runs that
+# test_kit_faults starts at once, are made once).  Most tests wait on sockets
+# and child processes, so more workers than cores pay.  TEST_JOBS=0: one
+# process, in file order.
 TEST_JOBS ?= 4
 test: $(INSTALLED_TEST) browser
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup tests
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile tests
 
 # tests/test_html_report.py renders the kit's HTML report in headless
 # Chromium.  On a clean Debian machine run as root (CI) it is installed here;

@@ -21,6 +21,8 @@ from typing import Iterator, Tuple
 
 import pytest
 
+from wheel_builds import one_build_at_a_time
+
 REPO = Path(__file__).resolve().parent.parent
 SPEC_DOCS = ("README.md", "protocol.md", "encoding-profile.md", "state-machines.md", "deviations.md")
 SUPPORTED_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
@@ -35,7 +37,8 @@ def _run(*command: str, cwd: Path) -> "subprocess.CompletedProcess[str]":
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[Path, str]]:
     """The wheel ``pip wheel --no-deps .`` builds, and everything pip printed while building it."""
     out = tmp_path_factory.mktemp("wheel")
-    result = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(REPO), cwd=out)
+    with one_build_at_a_time():
+        result = _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(out), str(REPO), cwd=out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (wheel,) = out.glob("skyllh_cluster-*.whl")
     yield wheel, result.stdout + result.stderr
