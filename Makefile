@@ -22,6 +22,8 @@ EDITABLE_QUIET := PYTHONWARNINGS="ignore:Editable installation"
 # Re-install when the project's metadata changes.
 INSTALLED      := $(VENV)/.installed
 INSTALLED_TEST := $(VENV)/.installed-test
+# The package with the original (skyllh==24.1.0), for `make demo`.
+INSTALLED_DEMO := $(VENV)/.installed-demo
 
 .PHONY: test test-pythons demo bench coverage clean browser fuzz
 
@@ -35,10 +37,20 @@ $(INSTALLED): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.
 
 $(INSTALLED_TEST): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
 	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(INSTALLED) $(INSTALLED_DEMO)
+
+$(INSTALLED_DEMO): pyproject.toml setup.py reference/skyllh_cluster/master/_sendmany.c | $(BIN)/python
+	$(EDITABLE_QUIET) $(BIN)/python -m pip install --quiet -e '.[original]'
 	touch $@ $(INSTALLED)
 
+# The suite runs on TEST_JOBS pytest-xdist workers, one test module at a time
+# each (--dist loadfile: a module's fixtures, such as the fault runs that
+# test_kit_faults starts at once, are made once).  Most tests wait on sockets
+# and child processes, so more workers than cores pay.  TEST_JOBS=0: one
+# process, in file order.
+TEST_JOBS ?= 4
 test: $(INSTALLED_TEST) browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile tests
 
 # tests/test_html_report.py renders the kit's HTML report in headless
 # Chromium.  On a clean Debian machine run as root (CI) it is installed here;
@@ -60,7 +72,9 @@ test-pythons: $(INSTALLED) browser
 	$(BIN)/python -m pip install --quiet 'nox>=2024.3.2'
 	$(BIN)/python -m nox
 
-demo: $(INSTALLED)
+# The kit against the reference and against the original (skyllh==24.1.0,
+# installed by the `original` extra); writes build/demo/{reference,original}.html.
+demo: $(INSTALLED_DEMO)
 	$(BIN)/python scripts/demo.py
 
 bench: $(INSTALLED_TEST)

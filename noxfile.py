@@ -69,4 +69,4 @@ def tests(session: nox.Session) -> None:
         session.log(f"not installed here, so not tested: Python {', '.join(MISSING)}")
     # The same quiet editable install as the Makefile's (see EDITABLE_QUIET there).
     session.install("-e", ".[test]", env={"PYTHONWARNINGS": "ignore:Editable installation"})
-    session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))
+    session.run("python", "-m", "pytest", *(session.posargs or ["-n", "4", "--dist", "loadfile", "tests"]))

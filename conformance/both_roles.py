@@ -40,6 +40,7 @@ from .report import (
     ClauseRow,
     counts,
     render_table,
+    verdict_line,
 )
 
 __all__ = ["run_both_roles", "merge_reports"]
@@ -80,6 +81,8 @@ def _exit_status(statuses: Sequence[int], clauses: List[Dict[str, Any]], strict:
 
 def _pump(stream: Any, out: Any) -> None:
     for line in stream:
+        if not line.strip():
+            continue  # a child's blank line before the table it does not print
         out.write(line)
         out.flush()
 
@@ -135,6 +138,7 @@ def run_both_roles(
     print("\n" + render_table(target_text, rows, strict, interrupted=status == EXIT_INTERRUPTED,
                               ascii_only=ascii_only, where=where))
     print(f"kit run time: {time.monotonic() - started:.1f} s (both roles side by side)")
+    print(verdict_line(status, rows, strict))
     n = counts(rows)
     report = {
         **reports[0],

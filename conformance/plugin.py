@@ -60,6 +60,7 @@ from .report import (
     render_table,
     report_dict,
     report_json,
+    verdict_line,
 )
 from .session import Kit, KitOptions, parse_address
 from .tls import TLSSettings
@@ -115,6 +116,10 @@ class _KitState:
         #: Test node ID -> its clause; clause -> tests still to run (for progress lines).
         self.clause_of: dict = {}
         self.pending: dict = {}
+        #: The kit's exit status, once the run is over.
+        self.status: Optional[int] = None
+        #: Whether the console is the kit's own (:mod:`.console`), not pytest's.
+        self.kit_console = False
 
 
 # -- options and marker --------------------------------------------------------------
@@ -193,10 +198,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's terminal plugin made its reporter
 def pytest_configure(config: pytest.Config) -> None:
+    from .console import install_kit_reporter, wants_kit_console
+
     _CONFIG["config"] = config
     config.addinivalue_line("markers", "clause(id): the protocol clause (e.g. MST-2) a conformance kit test checks")
-    config.stash[_STATE] = _KitState()
+    state = config.stash[_STATE] = _KitState()
+    if wants_kit_console(config):
+        install_kit_reporter(config)
+        state.kit_console = True
 
 
 def _state(config: pytest.Config) -> _KitState:
@@ -271,6 +282,8 @@ def _selected_clauses(config: pytest.Config) -> Optional[Set[str]]:
     return wanted
 
 
+# Last, so that the progress lines count only the tests that -k and -m left.
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: List[pytest.Item]) -> None:
     kit_items = [item for item in items if is_kit_item(item)]
     if not kit_items:
@@ -487,9 +500,9 @@ def _progress_on(config: pytest.Config) -> bool:
 
 
 def pytest_report_teststatus(report: Any, config: pytest.Config) -> Optional[tuple]:
-    """No dots for the kit's tests: the kit prints one line per clause instead (quiet with -q)."""
+    """No dots for the kit's tests: the kit prints one line per clause instead (none with -q)."""
     state = _state(config)
-    if not state.active or report.nodeid not in state.clause_of or not _progress_on(config) or config.get_verbosity() > 0:
+    if not state.active or report.nodeid not in state.clause_of or config.get_verbosity() > 0:
         return None
     if report.when == "call" or (report.when == "setup" and not report.passed):
         word = "inconclusive" if report.skipped and "inconclusive" in str(report.longrepr) else report.outcome
@@ -519,6 +532,27 @@ def pytest_runtest_logfinish(nodeid: str, location: Any) -> None:
     if row.outcome in (FAILED, INCONCLUSIVE):
         reporter.write_line(f"{'':>14}-> {row.detail[:300]}")
         reporter.write_line(f"{'':>14}   read the clause: {_where([row])[row.id]}")
+        for line in _transcript_lines(row):
+            reporter.write_line(f"{'':>14}   {line}")
+    # Each line as it is decided, also into a pipe (python -m ... | tee, and the two-role
+    # run that passes on its children's lines): pytest's writer flushes only when it is told to.
+    reporter.flush()
+
+
+#: At most this many transcript lines under a failed clause's progress line (the reports keep them all).
+_TRANSCRIPT_LINES = 24
+
+
+def _transcript_lines(row: Any) -> List[str]:
+    """The bytes that show a clause's first failure (or undecided check), cut to a screenful."""
+    record = next((r for r in row.records if r.outcome == row.outcome and r.transcripts), None)
+    if record is None:
+        return []
+    lines = [line for transcript in record.transcripts for line in transcript.render().splitlines()]
+    if len(lines) > _TRANSCRIPT_LINES:
+        left = len(lines) - _TRANSCRIPT_LINES
+        lines = lines[:_TRANSCRIPT_LINES] + [f"({left} more transcript lines in --conformance-report / --conformance-html)"]
+    return lines
 
 
 #: The running config, for hooks that pytest calls without one.
@@ -571,6 +605,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.kit is not None:
         state.kit.close()  # kills every node process still running, by pid
     status = _exit_status(session, state, int(exitstatus))
+    state.status = status
     state.results.interrupted = status == EXIT_INTERRUPTED
     if status == EXIT_USAGE:
         session.exitstatus = status
@@ -593,24 +628,26 @@ def pytest_keyboard_interrupt(excinfo: Any) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    if not state.active or state.options is None or state.stopped is not None or state.listing:
+    if not state.active or state.options is None or state.listing:
         return
-    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR):
+    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR) or state.status == EXIT_USAGE:
         return
-    if config.getoption("conformance_no_table"):
-        for error in state.results.kit_errors:
-            terminalreporter.write_line(f"KIT ERROR (not a verdict on the target): {error}", red=True)
-        return
-    interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+    no_table = bool(config.getoption("conformance_no_table"))
     rows = state.results.rows(state.modes)
-    terminalreporter.section("SkyLLH cluster conformance")
-    terminalreporter.write_line(
-        render_table(state.options.target_text, rows, state.options.strict, interrupted=interrupted,
-                     ascii_only=not _utf8(terminalreporter), where=_where(rows))
-    )
-    terminalreporter.write_line(f"kit run time: {time.monotonic() - state.started:.1f} s")
+    if state.stopped is None and not no_table:
+        interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+        if not state.kit_console:  # the kit's console has a blank line there already
+            terminalreporter.section("SkyLLH cluster conformance")
+        terminalreporter.write_line(
+            render_table(state.options.target_text, rows, state.options.strict, interrupted=interrupted,
+                         ascii_only=not _utf8(terminalreporter), where=_where(rows))
+        )
+        terminalreporter.write_line(f"kit run time: {time.monotonic() - state.started:.1f} s")
     for error in state.results.kit_errors:
         terminalreporter.write_line(f"KIT ERROR (not a verdict on the target): {error}", red=True)
+    if state.status is not None and not no_table:
+        colour = {0: "green", 1: "red"}.get(state.status, "yellow")
+        terminalreporter.write_line(verdict_line(state.status, rows, state.options.strict), **{colour: True, "bold": True})
 
 
 def _utf8(terminalreporter: Any) -> bool:

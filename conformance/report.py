@@ -54,6 +54,7 @@ __all__ = [
     "Results",
     "render_table",
     "clause_line",
+    "verdict_line",
     "report_dict",
     "report_json",
     "MODE_OPTIONS",
@@ -289,6 +290,31 @@ def summary_line(rows: Sequence[ClauseRow], strict: bool, *, interrupted: bool =
     if interrupted:
         text += "; INTERRUPTED before the end"
     return text
+
+
+def verdict_line(status: int, rows: Sequence[ClauseRow], strict: bool) -> str:
+    """The last line of a kit run: the verdict on the target and the exit status that carries it."""
+    def ids(outcome: str, counted: bool) -> str:
+        chosen = [r.id for r in rows if r.outcome == outcome and (strict or r.level == Level.MUST.value) == counted]
+        return ", ".join(chosen)
+
+    if status == EXIT_CONFORMS:
+        text = "CONFORMS"
+        lenient = ids(FAILED, False)
+        if lenient:
+            text += f" (SHOULD clauses failed, which count only with --strict-conformance: {lenient})"
+    elif status == EXIT_DOES_NOT_CONFORM:
+        failed = ids(FAILED, True)
+        text = "DOES NOT CONFORM" + (f": {failed} failed" if failed else "")
+    elif status == EXIT_INTERRUPTED:
+        text = "none, the run was INTERRUPTED"
+    elif status == EXIT_KIT_ERROR:
+        text = "none, the kit itself failed (KIT ERROR)"
+    elif status == EXIT_INCONCLUSIVE:
+        text = f"INCONCLUSIVE: {ids(INCONCLUSIVE, True)} could not be decided"
+    else:
+        text = "none"
+    return f"verdict: {text} (exit status {status})"
 
 
 def report_dict(

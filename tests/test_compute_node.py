@@ -840,8 +840,11 @@ def test_program_whose_stdout_is_closed_exits_1_with_one_line(master) -> None:
         conn = master.accept_registration(60, started)
         conn.sendall(ACK_FRAME)
         assert read_line_within(proc).startswith("Registered to master")
+        # Both greeting lines first: closed before the second, the node stops at
+        # that line, before the MSG arrives, and the MSG meets a closed socket (a reset).
+        assert read_line_within(proc) == "Runtime set to 60 seconds\n"
         assert proc.stdout is not None
-        proc.stdout.close()  # as `| head -1` does when it has its line
+        proc.stdout.close()  # as `| head -2` does when it has its lines
         conn.sendall(MSG_HELLO_FRAME)
         status = proc.wait(TIMEOUT)  # stderr is one short line: the pipe cannot fill
         assert proc.stderr is not None

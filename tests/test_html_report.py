@@ -145,6 +145,16 @@ def test_frames_of_cuts_at_the_length_prefixes_and_decodes_each_frame() -> None:
     assert rest == b"\x05\x00ab"
 
 
+def test_a_frame_with_an_int_of_more_digits_than_str_allows_is_decoded() -> None:
+    # The kit sends compute nodes ints of up to 157,000 digits (CN-11); Python's default
+    # int/str limit is 4300 digits, and the page must still show the frame.
+    big = 10 ** 20000 + 1
+    frames, _ = frames_of(frame(MSG(big)))
+    assert frames[0].error is None and frames[0].decoded == "MSG(msg=1" + "0" * 19999 + "1)"
+    page = render_html_report(_one_transcript([entry("sent", 0.0, 0, frame(MSG(big)))]))
+    assert "MSG(msg=" in page
+
+
 def test_frames_of_reports_the_clause_offset_and_reason_of_a_refused_payload() -> None:
     frames, rest = frames_of(len(CANARY).to_bytes(2, "little") + CANARY + b"\x00\x00")
     assert rest == b""

@@ -17,10 +17,13 @@ import pytest
 from skyllh_cluster.clauses import CLAUSES
 from skyllh_cluster.conformance.drivers.reference_master import reference_master
 
+from kit_runs import faulty_master
+
 pytestmark = pytest.mark.timeout(300)
 
 KIT = [sys.executable, "-m", "skyllh_cluster.conformance"]
 ENV = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _kit(*args: str) -> subprocess.CompletedProcess:
@@ -94,18 +97,73 @@ def test_progress_lines_then_ctrl_c_gives_a_partial_table_and_leaves_nothing_run
         )
         assert proc.stdout is not None
         seen: List[str] = []
-        deadline = time.monotonic() + 120
+        started = time.monotonic()
+        deadline = started + 120
         while time.monotonic() < deadline:  # one progress line per decided clause
             line = proc.stdout.readline()
-            seen.append(line)
+            seen.append(f"{time.monotonic() - started:.1f} s: {line}")
             if line.startswith("✓ ") or not line:
                 break
-        assert any(line.startswith("✓ ") for line in seen), "".join(seen)
+        assert any(line.split(": ", 1)[1].startswith("✓ ") for line in seen), "".join(seen)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 2, out[-3000:]
+    assert proc.returncode == 2, f"SIGINT sent after:\n{''.join(seen)[-2000:]}\nthen:\n{out[-3000:]}"
     assert "INTERRUPTED" in out
     data = json.loads(report.read_text())
     assert data["interrupted"] is True and data["exit_status"] == 2
     time.sleep(0.5)
     assert _processes_with(marker) == []
+
+
+#: What pytest itself prints around a run, which the kit's console leaves out.
+PYTEST_NOISE = ("test session starts", "collected ", "deselected", "conformance/test_", "[100%]", " passed in ",
+                " failed in ", "short test summary", "= FAILURES =", "Traceback", "platform linux", "rootdir:")
+
+
+def _noise(text: str) -> List[str]:
+    return [word for word in PYTEST_NOISE if word in text]
+
+
+def test_default_output_is_progress_lines_then_table_then_verdict() -> None:
+    # Two tests of MST-3 (chosen by -k out of its twelve) fail, MST-6 passes: the progress line of a clause
+    # comes when the last of its *selected* tests is done.
+    selection = ["--conformance-clause", "MST-3,MST-6", "-k", "str and times or shutdown"]
+    with faulty_master("MST-3") as target:
+        kit = _kit("--target", target, *selection)
+        plain_pytest = subprocess.run([sys.executable, "-m", "pytest", "conformance", "--target", target, *selection],
+                                      capture_output=True, text=True, timeout=120, env=ENV, cwd=REPO)
+        quiet = _kit("--target", target, "-q", *selection)
+        verbose = _kit("--target", target, "-v", *selection)
+    for proc in (kit, plain_pytest):
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert _noise(proc.stdout) == [], proc.stdout
+        lines = proc.stdout.strip().splitlines()
+        assert lines[0].split()[:4] == ["×", "MST-3", "MUST", "failed"], lines[:3]
+        progress = lines[: lines.index("")]
+        assert [line.split()[:4] for line in progress if not line.startswith(" ")] == [
+            ["×", "MST-3", "MUST", "failed"], ["✓", "MST-6", "SHOULD", "passed"]]
+        # under the failed clause: the evidence, where to read the clause and the bytes that show it
+        assert "-> expected no reply to a first frame that is" in progress[1]
+        assert "read the clause: spec/protocol.md#mst-3" in progress[2]
+        assert any(line.strip().startswith("-> 0000 +") for line in progress)
+        assert any(line.strip().startswith("<- 0000 +") for line in progress)
+        table = lines[len(progress) + 1:]
+        assert table[0] == f"SkyLLH cluster protocol conformance of {target}"
+        assert table[-1] == "verdict: DOES NOT CONFORM: MST-3 failed (exit status 1)"
+        assert table[-3].startswith(f"{len(CLAUSES)} clauses: 1 passed, 1 failed")
+    # -q: no progress lines, only the table and the verdict
+    assert quiet.returncode == 1 and _noise(quiet.stdout) == [], quiet.stdout
+    assert quiet.stdout.strip().splitlines()[0].startswith("SkyLLH cluster protocol conformance of")
+    assert quiet.stdout.strip().splitlines()[-1].startswith("verdict: DOES NOT CONFORM")
+    # -v: pytest's own report is back, beside the kit's lines
+    assert verbose.returncode == 1
+    assert "test session starts" in verbose.stdout and "= FAILURES =" in verbose.stdout
+    assert "×  MST-3" in verbose.stdout and "verdict: DOES NOT CONFORM" in verbose.stdout
+
+
+def test_tb_option_brings_back_the_failed_tests_tracebacks() -> None:
+    with faulty_master("MST-3") as target:
+        proc = _kit("--target", target, "--conformance-clause", "MST-3", "-k", "str and times", "--tb=short")
+    assert proc.returncode == 1
+    assert "= FAILURES =" in proc.stdout and "test session starts" not in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("verdict: DOES NOT CONFORM")

@@ -32,6 +32,8 @@ import pytest
 
 from skyllh_cluster.conformance.drivers.process import MasterProcess, address_pattern
 
+from wheel_builds import one_build_at_a_time
+
 pytestmark = pytest.mark.timeout(900)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +62,8 @@ def wheel_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the wheel built from this clone installed (as ``pip install`` installs it)."""
     root = tmp_path_factory.mktemp("wheel")
     dist = root / "dist"
-    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(REPO)], cwd=root)
+    with one_build_at_a_time():
+        built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(REPO)], cwd=root)
     assert built.returncode == 0, built.stderr[-3000:]
     wheels = list(dist.glob("skyllh_cluster-*.whl"))
     assert len(wheels) == 1, wheels
