@@ -14,7 +14,7 @@ from typing import List
 
 import pytest
 
-from skyllh_cluster.clauses import CLAUSES
+from skyllh_cluster.conformance.report import CLAUSE_TABLE as CLAUSES  # the protocol's clauses and the TLS profile's
 from skyllh_cluster.conformance.drivers.reference_master import reference_master
 
 from kit_runs import faulty_master
