@@ -31,8 +31,57 @@ TARGET = Path(__file__).resolve().parent / "kit_targets" / "redteam" / "target.p
 #: Like the independent programs: no site-packages, so nothing of the reference can be imported.
 PYTHON = [sys.executable, "-I", "-S"]
 
+#: conformance/test_cn_behaviour.py::test_any_values_are_taken calls node.fail() after node.process.stop()
+#: has closed the node's output files; NodeProcess.output_tail (conformance/launcher.py) then seeks a closed
+#: file, and a node that prints a drawn value wrongly gets KIT ERROR (exit 3), not a CN-11 failure (exit 1).
+_SEEK_OF_CLOSED_FILE = (
+    "kit error instead of a verdict: test_any_values_are_taken fails the node after closing its output "
+    "(ValueError: seek of closed file in conformance/launcher.py NodeProcess.output_tail), exit 3 not 1"
+)
+
+#: No check sends a frame after the ShutdownCN in the same write (the node_run fixture of
+#: conformance/test_cn_registration.py ends its stream with it), though spec §8 says such frames are not acted on.
+_NOTHING_AFTER_SHUTDOWN = (
+    "CN-6 (conformance/test_cn_registration.py::test_shutdown_closes_and_exits_zero) only ever sees the "
+    "ShutdownCN as the last frame: no check writes a MSG or another frame after it in the same segment"
+)
+
 #: Rows the kit gets wrong today: variant -> why (the check, and where it lives in conformance/).
-KNOWN_WRONG: Dict[str, str] = {}
+KNOWN_WRONG: Dict[str, str] = {
+    "m-expired-served-when-several": (
+        "MST-9 is judged with a single connection open (conformance/test_master_registration.py::"
+        "test_expired_node_is_sent_nothing); a master that skips the expiry check only when another node is "
+        "connected passes"),
+    "m-shutdown-before-65535": (
+        "not observable: the scenario's largest MSG is 60065 bytes (spec §9), so no check ever sees a 65535-byte "
+        "MSG; SCN-1/MST-5 at the FRM-2 boundary are untested"),
+    "m-regcn-key-order-required": (
+        "ENC-8 against a master (conformance/test_master_registration.py::test_accepts_every_valid_encoding, "
+        "payloads.encode) varies protocol, FRAME and memo but always writes _cn_start_time first; CMD-3 allows "
+        "either order, and no check sends the other"),
+    "m-bytes-after-ack-ignored": (
+        "MST-11 (conformance/test_master_refusals.py::test_bytes_after_the_registration_end_the_connection) sends the "
+        "extra bytes only in the same write as the RegisterCN; no check sends a byte after the ACK while the master "
+        "still has frames queued (e.g. with a small receive window) and looks for the close"),
+    "m-registration-deadline-per-read": (
+        "MST-7/FRM-6 (conformance/session.py Kit.judge_stall) try a silent connection and a half frame, never a "
+        "trickle of bytes, which MST-7 names; a master that restarts its deadline on every read passes"),
+    "c-legacy-line-for-scalars": (
+        "fails, but under CN-11 (values reported missing) and not SCN-3, the clause the node breaks: the kit "
+        "reads the legacy lines as the original's and does not fail SCN-3 for a node mixing both forms"),
+    "c-shutdown-ignored-when-more-follows": _NOTHING_AFTER_SHUTDOWN,
+    "c-acts-after-shutdown": _NOTHING_AFTER_SHUTDOWN,
+    "c-live-time-from-ack": (
+        "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) ACKs at once and allows "
+        "the live time plus kit.timeout (2 s); a node counting its live time from the ACK instead of cn_start_time "
+        "stops within that slack. Delaying the ACK by more than the slack would show it"),
+    "c-live-time-from-connect": (
+        "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) measures from the "
+        "process start and allows kit.timeout (2 s or more, stretched for a slow target) on top; a node that spends "
+        "2.5 s starting and then counts its live time from the connect stops inside that slack"),
+    "c-float-15-digits": _SEEK_OF_CLOSED_FILE,
+    "c-tuple-as-list": _SEEK_OF_CLOSED_FILE,
+}
 
 
 @contextmanager

@@ -153,6 +153,24 @@ def m_regcn_key_order_required() -> None:
     idec._check_register_state = _ordered_register_state
 
 
+def m_times_int32_only() -> None:
+    """ENC-8/MST-1: times written as LONG1 or LONG4 are refused (the parser knows what CPython writes today, BININT)."""
+
+    def refuse(_: bytes) -> int:
+        raise idec.Refusal("ENC-2", 0, "LONG1/LONG4 times are not supported")
+
+    idec.SCALARS["LONG1"] = idec.SCALARS["LONG4"] = refuse
+
+
+def m_setitem_refused() -> None:
+    """ENC-8/MST-1: a state written with SETITEM instead of MARK ... SETITEMS is refused."""
+
+    def op(self: Any, _: None) -> None:
+        raise idec.Refusal("ENC-2", self.at, "SETITEM is not supported")
+
+    idec._Decoder._op_SETITEM = op
+
+
 def m_bytes_after_ack_ignored() -> None:
     """MST-11: bytes that arrive after the ACK are read and dropped; only bytes before the ACK are checked."""
 
@@ -207,16 +225,18 @@ def m_exit_on_bad_utf8() -> None:
 
 def ok_m_small_writes() -> None:
     """Writes at most 997 bytes per wake-up, so the frames of several connections interleave in time."""
-    on_writable = imaster.Connection.on_writable
 
     def patched(self: imaster.Connection) -> None:
-        rest = self.outgoing[997:]
-        del self.outgoing[997:]
-        on_writable(self)
-        if self in self.server.connections:
-            self.outgoing += rest
-            if rest:
-                self.server.want_write(self, True)
+        try:
+            sent = self.sock.send(self.outgoing[:997])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            return self.close(f"write failed: {error.__class__.__name__}")
+        del self.outgoing[:sent]
+        self.ack_unsent = max(0, self.ack_unsent - sent)
+        if not self.outgoing:
+            self.on_all_sent()
 
     imaster.Connection.on_writable = patched
 
@@ -522,6 +542,10 @@ VARIANTS: Dict[str, Variant] = {
         "master", "RegisterCN parser ignores the key names, takes two ints", F({"CMD-3", "MST-3"}), m_regcn_key_names_ignored),
     "m-regcn-key-order-required": Variant(
         "master", "RegisterCN with _cn_live_time first is refused", F({"ENC-8", "MST-1", "CMD-3"}), m_regcn_key_order_required),
+    "m-times-int32-only": Variant(
+        "master", "RegisterCN times as LONG1/LONG4 refused (breaks in 2038)", F({"ENC-8", "MST-1"}), m_times_int32_only),
+    "m-setitem-refused": Variant(
+        "master", "RegisterCN state written with SETITEM refused", F({"ENC-8", "MST-1"}), m_setitem_refused),
     "m-bytes-after-ack-ignored": Variant(
         "master", "bytes arriving after the ACK are read and dropped", F({"MST-11"}), m_bytes_after_ack_ignored),
     "m-registration-deadline-per-read": Variant(
