@@ -46,6 +46,15 @@ _NOTHING_AFTER_SHUTDOWN = (
     "ShutdownCN as the last frame: no check writes a MSG or another frame after it in the same segment"
 )
 
+#: The compute node's ENC-2 cases (conformance/refusals.py role_cases("cn"), and invalid.json #32/#33 whose
+#: PERSID/BINPERSID payloads are not even a command) never put a foreign opcode inside a MSG that would
+#: otherwise be valid, so a decoder that maps BINSTRING, SHORT_BINSTRING or BINPERSID to a value passes.
+_LENIENT_OPCODES = (
+    "ENC-2 at the compute node: no MSG carries BINSTRING, SHORT_BINSTRING or BINPERSID where the rest of the "
+    "payload is valid (conformance/refusals.py role_cases('cn'); invalid.json #32/#33 fail CMD-1 anyway), so a "
+    "decoder that accepts them and prints the MSG passes"
+)
+
 #: Rows the kit gets wrong today: variant -> why (the check, and where it lives in conformance/).
 KNOWN_WRONG: Dict[str, str] = {
     "m-expired-served-when-several": (
@@ -59,6 +68,10 @@ KNOWN_WRONG: Dict[str, str] = {
         "ENC-8 against a master (conformance/test_master_registration.py::test_accepts_every_valid_encoding, "
         "payloads.encode) varies protocol, FRAME and memo but always writes _cn_start_time first; CMD-3 allows "
         "either order, and no check sends the other"),
+    "m-setitem-refused": (
+        "ENC-8 against a master (conformance/payloads.py encode, used by test_accepts_every_valid_encoding) always "
+        "fills the RegisterCN state with MARK ... SETITEMS; no check writes it with two SETITEMs, which ENC-8 "
+        "allows, so a master that refuses SETITEM passes"),
     "m-bytes-after-ack-ignored": (
         "MST-11 (conformance/test_master_refusals.py::test_bytes_after_the_registration_end_the_connection) sends the "
         "extra bytes only in the same write as the RegisterCN; no check sends a byte after the ACK while the master "
@@ -78,7 +91,13 @@ KNOWN_WRONG: Dict[str, str] = {
     "c-live-time-from-connect": (
         "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) measures from the "
         "process start and allows kit.timeout (2 s or more, stretched for a slow target) on top; a node that spends "
-        "2.5 s starting and then counts its live time from the connect stops inside that slack"),
+        "1 s starting and then counts its live time from the connect stops inside that slack"),
+    "c-master-close-exits-0": (
+        "no check closes the connection between frames while the node serves and looks at its exit status; "
+        "CN-11's body requires a non-zero status there (conformance/test_cn_behaviour.py has the checks for the "
+        "other exits: CN-4, CN-6, CN-10)"),
+    "c-protocol-1-strings": _LENIENT_OPCODES,
+    "c-binpersid-as-none": _LENIENT_OPCODES,
     "c-float-15-digits": _SEEK_OF_CLOSED_FILE,
     "c-tuple-as-list": _SEEK_OF_CLOSED_FILE,
 }
