@@ -218,3 +218,34 @@ def test_compute_node_reads_a_msg_trickled_one_byte_per_segment() -> None:
     assert node.returncode == 0, err[-2000:]
     assert served_lines(out) == [AFTER_LINE]
 
+
+
+def test_compute_node_acts_on_nothing_after_shutdown_in_the_same_segment() -> None:
+    """Spec §8: frames after ShutdownCN are not acted on, even when they arrive in the same read."""
+    status, out, err, _ = serve(SHUTDOWN_FRAME + AFTER + AFTER)
+    assert status == 0, err[-2000:]
+    assert served_lines(out) == []
+
+
+def test_compute_node_exits_non_zero_when_the_master_closes_while_it_serves() -> None:
+    """CN-11: a close between frames while serving is neither ShutdownCN nor the end of the live time."""
+    from socket_reads import recv_exactly
+    from test_cn_attacks import ACK_FRAME, start_node
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(WAIT)
+        node = start_node(server.getsockname()[1])
+        try:
+            conn, _ = server.accept()
+            with conn:
+                header = recv_exactly(conn, 2)
+                recv_exactly(conn, int.from_bytes(header, "little"))
+                conn.sendall(ACK_FRAME + AFTER)
+            out, err = node.communicate(timeout=WAIT * 3)
+        finally:
+            if node.poll() is None:
+                node.kill()
+                node.wait(WAIT)
+    assert node.returncode != 0
+    assert AFTER_LINE in out.decode("ascii").splitlines()
+    assert b"Traceback" not in err
