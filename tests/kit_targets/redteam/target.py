@@ -263,6 +263,16 @@ def ok_m_ack_late() -> None:
     imaster.Master.run_timers = patched_timers
 
 
+def ok_m_close_at_once() -> None:
+    """Closes the connection as soon as the ShutdownCN is written, without a half-close or a linger."""
+
+    def on_all_sent(self: imaster.Connection) -> None:
+        self.server.want_write(self, False)
+        self.close()
+
+    imaster.Connection.on_all_sent = on_all_sent
+
+
 # -- compute-node faults ------------------------------------------------------------------
 
 
@@ -439,7 +449,44 @@ def c_binpersid_as_none() -> None:
     idec._Decoder._op_BINPERSID = op
 
 
+def c_waits_past_a_bad_first_reply() -> None:
+    """CN-4: a first reply that is not an ACK is logged and skipped; the node keeps waiting for an ACK."""
+
+    def on_first_reply(self: icn.ComputeNode, command: idec.Command) -> None:
+        if command.name != "ACK":
+            icn.log(f"ignored a {command.name} before the ACK")
+            return
+        self.state = "SERVING"
+
+    def on_undecodable(self: icn.ComputeNode, refusal: idec.Refusal, start: int) -> None:
+        icn.log(f"skipped a frame: [{refusal.clause}] {refusal.reason}")
+
+    icn.ComputeNode.on_first_reply = on_first_reply
+    icn.ComputeNode.on_undecodable = on_undecodable
+
+
 # -- correct compute-node oddities ---------------------------------------------------------
+
+
+def ok_c_buffered_stdout() -> None:
+    """Never flushes stdout itself: the MSG lines reach the pipe in blocks, and the rest at exit."""
+
+    def print_msg(self: icn.ComputeNode, value: Any) -> None:
+        sys.stdout.write(msg_line(value) + "\n")
+
+    icn.ComputeNode.print_msg = print_msg
+
+
+def ok_c_slow_close() -> None:
+    """Takes 1.2 s to close after ShutdownCN (cleaning up), inside CN-7's 2 s."""
+    on_command = icn.ComputeNode.on_command
+
+    def patched(self: icn.ComputeNode, command: idec.Command) -> None:
+        if command.name == "ShutdownCN":
+            time.sleep(1.2)
+        on_command(self, command)
+
+    icn.ComputeNode.on_command = patched
 
 
 def ok_c_one_byte_reads() -> None:
@@ -556,6 +603,9 @@ VARIANTS: Dict[str, Variant] = {
         "master", "process exits on invalid UTF-8 in a first frame", F({"MST-4", "ERR-1"}), m_exit_on_bad_utf8),
     "ok-m-small-writes": Variant("master", "at most 997 bytes per write, connections interleave", F(), ok_m_small_writes),
     "ok-m-ack-late": Variant("master", "ACK 0.3 to 0.8 s after the RegisterCN", F(), ok_m_ack_late),
+    "ok-m-close-at-once": Variant("master", "plain close right after the ShutdownCN is written", F(), ok_m_close_at_once),
+    "c-waits-past-a-bad-first-reply": Variant(
+        "cn", "a first reply that is not an ACK is skipped; it waits for an ACK", F({"CN-4"}), c_waits_past_a_bad_first_reply),
     "c-float-15-digits": Variant("cn", "floats printed through 15 significant digits", F({"CN-11", "VAL-4"}), c_float_15_digits),
     "c-tuple-as-list": Variant("cn", "tuples printed as lists", F({"CN-11", "VAL-4"}), c_tuple_as_list),
     "c-dict-sorted": Variant("cn", "dict entries printed sorted by key", F({"CN-11", "VAL-4"}), c_dict_sorted),
@@ -584,6 +634,9 @@ VARIANTS: Dict[str, Variant] = {
         "cn", "RegisterCN at protocol 2 (ENC-7 is a SHOULD: run without --strict-conformance)", F(),
         ok_c_register_protocol_2, strict=False),
     "ok-c-legacy-and-msg-lines": Variant("cn", "legacy line and MSG line for each value", F(), ok_c_legacy_and_msg_lines),
+    "ok-c-buffered-stdout": Variant("cn", "stdout never flushed by the node (block buffered, flushed at exit)", F(),
+                                    ok_c_buffered_stdout),
+    "ok-c-slow-close": Variant("cn", "closes 1.2 s after ShutdownCN", F(), ok_c_slow_close),
     "ok-c-log-lines-on-stdout": Variant("cn", "status lines on stdout around each MSG line", F(), ok_c_log_lines_on_stdout),
 }
 
