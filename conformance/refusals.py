@@ -516,7 +516,7 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
     if legacy:
         verdict_lines = printed_lines(out, LEGACY_PREFIX)
     if not verdict_lines and (node.conn.peer_closed or node.process.poll() is not None):
-        status = node.process.wait_exit(min(kit.timeout, 1.0))
+        status = node.process.wait_exit(kit.patience)  # it closed: its exit follows, however loaded the machine
         first_shutdown = cases[0] if cases[0].shutdown_like else None
         if status == 0 and first_shutdown is not None:
             result.acted.append((first_shutdown, "the node printed no MSG line and exited with status 0 before the "
@@ -549,7 +549,7 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
         _final_shutdown(kit, node, result)
         return []
     case = cases[seen]
-    status = node.process.wait_exit(min(kit.timeout, 1.0)) if node.conn.peer_closed else node.process.poll()
+    status = node.process.wait_exit(kit.patience) if node.conn.peer_closed else node.process.poll()
     if node.conn.peer_closed or status is not None:
         if case.shutdown_like and status == 0:
             result.acted.append((case, "the node shut down with status 0 on it"))
@@ -578,9 +578,10 @@ def _line_value(line: bytes, legacy: bool) -> Optional[str]:
 def _final_shutdown(kit: Any, node: Any, result: Gauntlet) -> None:
     node.send(encode_frame(dumps(ShutdownCN())))
     try:
-        node.conn.wait_closed(max(kit.timeout, 2.0))
+        # A node may still be working through the frames before it.
+        node.conn.wait_closed(kit.patience)
     except NoReply:
-        result.no_shutdown = "the node did not close after the final valid ShutdownCN"
+        result.no_shutdown = f"the node did not close within {kit.patience:g} s of the final valid ShutdownCN"
         return
     status = node.process.wait_exit(kit.timeout)
     if status != 0:
@@ -670,7 +671,8 @@ def run_first_replies(kit: Any, cases: Sequence[BadFrame]) -> List[FirstReply]:
         connections.append((FirstReply(case, transcript), process, conn))
     for case, process, transcript in pending.values():
         results.append(FirstReply(case, transcript, unknown="the node's RegisterCN never arrived, so the reply was not sent"))
-    deadline = time.monotonic() + max(kit.timeout, 2.0)
+    # Nodes started side by side share the machine: give them all the patience (a node that closes ends its wait).
+    deadline = time.monotonic() + kit.patience
     for reply, process, conn in connections:
         try:
             frames = conn.wait_closed(max(0.0, deadline - time.monotonic()))
