@@ -11,6 +11,7 @@ starts is killed by pid, when the test ends.
 from __future__ import annotations
 
 import logging
+import math
 import select
 import threading
 import time
@@ -39,8 +40,9 @@ LATENCY_FACTOR = 50.0
 #: (from launch to its RegisterCN in the pre-flight): a node that starts
 #: slowly runs on a slow or loaded machine, and is slow at everything else.
 STARTUP_FACTOR = 10.0
-#: The live time given to the nodes of the CN-10 checks (whole seconds).
-SHORT_LIVE_TIME = 2
+#: The shortest live time given to the nodes of the CN-10 checks (whole
+#: seconds); a node that starts slowly gets more (see :class:`LiveTimeWatch`).
+SHORT_LIVE_TIME = 3
 
 logger = logging.getLogger(__name__)
 
@@ -422,7 +424,10 @@ class LiveTimeWatch:
 
     def __init__(self, kit: Kit) -> None:
         self.kit = kit
-        self.live_time = SHORT_LIVE_TIME
+        # The ACK must reach the idle node well before its live time ends,
+        # which the node counts from its own start, truncated to a second.
+        self.live_time = max(SHORT_LIVE_TIME, math.ceil(4 * kit.node_startup) + 2)
+        self.ack_sent: Optional[float] = None
         self.nodes: "dict[str, NodeUnderTest]" = {}
         self.closed: "dict[str, Optional[float]]" = {}  # seconds after the node's start; None: not closed
         self.limit: "dict[str, float]" = {}
@@ -436,6 +441,7 @@ class LiveTimeWatch:
                 node.register()
                 if kind == "idle":
                     node.send(command_frame(ACK()))
+                    self.ack_sent = time.time()
             except ClauseFailure as failure:
                 self.errors[kind] = failure
                 continue
@@ -477,6 +483,14 @@ class LiveTimeWatch:
             raise Inconclusive(f"the kit's watch of the {kind} node did not end", transcripts=[node.transcript])
         acked = kind == "idle"
         what = f"when its live time of {self.live_time} s has passed" + ("" if acked else " without an ACK")
+        # The node's own start is after the kit launched it; its live time runs
+        # from that start truncated to a second: at least live_time - 1 s from launch.
+        if acked and self.ack_sent is not None and self.ack_sent > node.process.started + self.live_time - 2:
+            raise Inconclusive(
+                f"the node took so long to register that the ACK left the kit {self.ack_sent - node.process.started:.1f} s "
+                f"after its launch, less than a second before its live time of {self.live_time} s could end",
+                transcripts=[node.transcript],
+            )
         if self.closed.get(kind) is None:
             raise node.fail(
                 f"expected the node to close the connection {what}, got it still open after {self.limit[kind]:g} s",

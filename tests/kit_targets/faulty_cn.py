@@ -75,7 +75,7 @@ EXTRA_FAULTS = {
     "CN-11/bool-as-int": ("CN-11", "True and False are printed as the ints 1 and 0"),
     "SCN-3/cut-always": ("SCN-3", "values of more than 3 nodes are printed cut, even when the line fits"),
     "ENC-3/prints-invalid": ("ENC-3", "a MSG refused under ENC-3 is printed as a value"),
-    "CN-4/acts-then-stops": ("CN-4", "after a first reply that is not an ACK, the MSGs that came with it are printed, then it exits 1"),
+    "CN-4/acts-then-stops": ("CN-4", "after a first reply that is a valid command but not an ACK, the MSGs that came with it are printed, then it exits 1"),
     "CN-8/stops-printing": ("CN-8", "after an unexpected ACK or RegisterCN, MSGs are dropped unprinted (ShutdownCN still obeyed)"),
     "CN-9/drops-after-skip": ("CN-9", "the frame after a skipped one is dropped unread"),
     "CN-9/obeys-bad-shutdown": ("CN-9", "a ShutdownCN with bytes after STOP is obeyed"),
@@ -233,7 +233,7 @@ class Node:
         except ProtocolError:
             reply = None
         if not isinstance(reply, ACK) and self.fault != "CN-4":
-            if self.fault == "CN-4/acts-then-stops":
+            if self.fault == "CN-4/acts-then-stops" and reply is not None:
                 self.act_on_what_came_with_it()
             return 1
         self.acked = True
