@@ -1,8 +1,16 @@
 """Compute-node mode: the kit plays a misbehaving or unusual master.
 
 Each test starts its own node (killed by pid when the test ends, if it
-still runs).  Hypothesis draws split points, pauses and MSG values; tests
-that start a process per example get a fifth of ``--conformance-examples``.
+still runs), except the CN-10 checks: their two nodes are started before
+the first test and watched in the background (:class:`.session.LiveTimeWatch`).
+Hypothesis draws split points, pauses and MSG values; tests that start a
+process per example get a fifth of ``--conformance-examples``.
+
+A node that carries on, skips or ignores is judged by what it prints (SCN-3
+lines, or the original's): the MSGs around the frame it had to skip or
+ignore must be printed exactly, and nothing for the frame itself.  A node
+that prints no MSG lines gives no such evidence: those checks are
+inconclusive, never passed.
 """
 
 from __future__ import annotations
