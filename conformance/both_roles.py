@@ -21,6 +21,7 @@ print (a pre-flight stop) is shown once.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -100,11 +101,15 @@ def _exit_status(statuses: Sequence[int], clauses: List[Dict[str, Any]], strict:
 
 
 def _pump(stream: Any, out: Any, shown: Optional[Dict[str, int]] = None, me: int = 0) -> None:
-    """Copy a child's lines to ``out``; with ``shown``, a line another child already showed is left out."""
+    """Copy a child's lines to ``out``; with ``shown``, a line another child already showed is left out.
+
+    Lines are compared without their numbers: the two node sessions' pre-flight
+    stops differ only in the kit's port, for example.
+    """
     for line in stream:
         if shown is not None:
             with _SHOWN_LOCK:
-                if shown.setdefault(line, me) != me:
+                if shown.setdefault(re.sub(r"\d+", "#", line), me) != me:
                     continue
         out.write(line)
         out.flush()
