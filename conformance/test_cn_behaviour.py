@@ -51,9 +51,14 @@ def _largest_msg() -> bytes:
 
 
 def _ends_well(kit: Kit, node: NodeUnderTest, what: str, clause: str) -> None:
-    """After ShutdownCN: the node closes and exits 0, having carried on until then."""
-    node.closes_within(max(kit.timeout, 2.0), f"after ShutdownCN ({what})", clause=clause)
-    status = node.exits_within(kit.timeout, f"after ShutdownCN ({what})", clause=clause)
+    """After ShutdownCN: the node closes and exits 0, having carried on until then.
+
+    Waits the whole patience: a correct node closes at once, so only one that
+    never does is failed, however loaded the machine (CN-7's 2 s bound is
+    judged on the scenario run).
+    """
+    node.closes_within(kit.patience, f"after ShutdownCN ({what})", clause=clause)
+    status = node.exits_within(kit.patience, f"after ShutdownCN ({what})", clause=clause)
     if status != 0:
         raise node.fail(f"expected exit status 0 after ShutdownCN ({what}), got {status}", clause=clause)
 
@@ -105,8 +110,8 @@ def test_non_ack_reply_stops_the_node(kit: Kit, reply: str) -> None:
     node = kit.start_node()
     node.register()
     node.send(NON_ACK_REPLIES[reply]() + command_frame(MSG("carry on?")))
-    node.closes_within(kit.timeout, f"after a first reply that is {reply}")
-    status = node.exits_within(kit.timeout, f"after a first reply that is {reply}")
+    node.closes_within(kit.patience, f"after a first reply that is {reply}")
+    status = node.exits_within(kit.patience, f"after a first reply that is {reply}")
     if status == 0:
         raise node.fail(f"expected a non-zero exit status after a first reply that is {reply}, got 0")
     out = node.process.stdout_bytes()
@@ -194,7 +199,7 @@ def test_frame_cut_short_ends_the_connection(kit: Kit) -> None:
     msg = command_frame(MSG("cut short"))
     node.send(ACK_FRAME + msg[: len(msg) // 2])
     node.conn.shutdown_write()
-    node.closes_within(kit.timeout, "after end of stream inside a frame")
+    node.closes_within(kit.patience, "after end of stream inside a frame")
 
 
 @pytest.mark.parametrize("position", ["reply to RegisterCN", "MSG"])
