@@ -155,7 +155,16 @@ def _both_roles(args: argparse.Namespace, forwarded: List[str], extra: List[str]
         html_path=args.conformance_html,
         strict=bool(args.strict_conformance),
         target_text=f"{args.target} + {args.cn_command}",
+        narrowed=bool(args.conformance_clause) or _narrows(extra),
     )
+
+
+#: pytest options that select tests: a run narrowed with them is not split further.
+_SELECTING = ("-k", "-m", "--deselect", "--lf", "--last-failed", "--ff", "--sw", "--stepwise")
+
+
+def _narrows(extra: List[str]) -> bool:
+    return any(word.split("=", 1)[0] in _SELECTING or (word[:2] in ("-k", "-m") and len(word) > 2) for word in extra)
 
 
 def _explain(clause_id: str) -> int:

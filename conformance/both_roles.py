@@ -9,11 +9,19 @@ into one verdict: one table, one report, one HTML file, one exit status.
 
 Each child is this same command with one role; a Ctrl-C is passed on to
 both (by pid), and the partial table is marked as interrupted.
+
+The compute-node role waits most (each check starts a node process and
+waits for it), so unless the run is already narrowed (``--conformance-clause``,
+``-k``, ``-m``) it is split in two sessions by clause
+(:data:`SECOND_NODE_SESSION` and the rest), three children in all.  A
+clause is checked in exactly one of them; a line that both node sessions
+print (a pre-flight stop) is shown once.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -43,7 +51,12 @@ from .report import (
     verdict_line,
 )
 
-__all__ = ["run_both_roles", "merge_reports"]
+__all__ = ["run_both_roles", "merge_reports", "SECOND_NODE_SESSION", "node_sessions"]
+
+#: The compute-node clauses checked in the second node session: about half
+#: the role's wall time.  The receiver clauses (ENC-1 to VAL-3) share one
+#: run of bad frames, so they stay together, in the first session.
+SECOND_NODE_SESSION = ("CN-4", "CN-9", "ERR-1")
 
 #: Which clause outcome wins when the two roles disagree.
 _PRECEDENCE = {FAILED: 3, INCONCLUSIVE: 2, PASSED: 1, SKIPPED: 0}
@@ -67,6 +80,16 @@ def merge_reports(master: Dict[str, Any], node: Dict[str, Any]) -> List[Dict[str
     return merged
 
 
+def node_sessions(node_args: List[str], narrowed: bool) -> List[List[str]]:
+    """The compute-node role's sessions: one when ``narrowed``, else two (see the module docstring)."""
+    if narrowed:
+        return [node_args]
+    second = list(SECOND_NODE_SESSION)
+    first = [cid for cid in CLAUSES if cid not in second]
+    return [node_args + [f"--conformance-clause={','.join(first)}"],
+            node_args + [f"--conformance-clause={','.join(second)}"]]
+
+
 def _exit_status(statuses: Sequence[int], clauses: List[Dict[str, Any]], strict: bool) -> int:
     for code in (EXIT_USAGE, EXIT_KIT_ERROR, EXIT_INTERRUPTED):
         if code in statuses:
@@ -79,12 +102,24 @@ def _exit_status(statuses: Sequence[int], clauses: List[Dict[str, Any]], strict:
     return EXIT_CONFORMS
 
 
-def _pump(stream: Any, out: Any) -> None:
+def _pump(stream: Any, out: Any, shown: Optional[Dict[str, int]] = None, me: int = 0) -> None:
+    """Copy a child's lines to ``out``; with ``shown``, a line another child already showed is left out.
+
+    Lines are compared without their numbers: the two node sessions' pre-flight
+    stops differ only in the kit's port, for example.
+    """
     for line in stream:
         if not line.strip():
             continue  # a child's blank line before the table it does not print
+        if shown is not None:
+            with _SHOWN_LOCK:
+                if shown.setdefault(re.sub(r"\d+", "#", line), me) != me:
+                    continue
         out.write(line)
         out.flush()
+
+
+_SHOWN_LOCK = threading.Lock()
 
 
 def run_both_roles(
@@ -96,17 +131,24 @@ def run_both_roles(
     html_path: Optional[str],
     strict: bool,
     target_text: str,
+    narrowed: bool = True,
 ) -> int:
-    """Run the master role and the compute-node role side by side; return the merged exit status."""
+    """Run the master role and the compute-node role side by side; return the merged exit status.
+
+    Unless ``narrowed``, the compute-node role runs as two sessions (:func:`node_sessions`).
+    """
     started_wall, started = time.time(), time.monotonic()
+    sessions = [("master", target_args)] + [("cn", args) for args in node_sessions(node_args, narrowed)]
+    shown: Dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="skyllh-kit-") as tmp:
         children = []
-        for role, args in (("master", target_args), ("cn", node_args)):
-            report = str(Path(tmp) / f"{role}.json")
+        for n, (role, args) in enumerate(sessions):
+            report = str(Path(tmp) / f"{role}-{n}.json")
             argv = [sys.executable, "-m", "skyllh_cluster.conformance", *args, *common,
                     "--conformance-report", report, "--conformance-no-table"]
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-            pump = threading.Thread(target=_pump, args=(proc.stdout, sys.stdout), daemon=True)
+            dedupe = shown if role == "cn" and len(sessions) > 2 else None
+            pump = threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, dedupe, n), daemon=True)
             pump.start()
             children.append((role, proc, report, pump))
         interrupted = False
@@ -130,7 +172,10 @@ def run_both_roles(
         reports = [json.loads(Path(r).read_text()) if Path(r).exists() else {} for _, _, r, _ in children]
     if not all(reports):
         return max(statuses) if EXIT_USAGE not in statuses else EXIT_USAGE
-    clauses = merge_reports(reports[0], reports[1])
+    merged = reports[0]
+    for other in reports[1:]:
+        merged = {**merged, "clauses": merge_reports(merged, other)}
+    clauses = merged["clauses"]
     status = EXIT_INTERRUPTED if interrupted else _exit_status(statuses, clauses, strict)
     rows = [ClauseRow(c["id"], c["level"], c["title"], c["outcome"], c["detail"]) for c in clauses]
     where = _where(rows)

@@ -31,7 +31,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from skyllh_cluster.wire.values import values_equal
 from skyllh_cluster.wire.vector_json import unlimited_int_text, value_from_json, value_to_json
 
-__all__ = ["LINE_LIMIT", "MSG_PREFIX", "LEGACY_PREFIX", "OutputVerdict", "judge_output", "printed_lines", "full_line_size"]
+__all__ = [
+    "LINE_LIMIT", "MSG_PREFIX", "LEGACY_PREFIX", "OutputVerdict", "judge_output", "printed_lines", "full_line_size",
+    "output_form", "any_value_line", "printed_tail",
+]
 
 #: The longest line a node prints whole; only a longer one may be cut (SCN-3).
 LINE_LIMIT = 1 << 20
@@ -77,6 +80,26 @@ def printed_lines(stdout: bytes, prefix: bytes = MSG_PREFIX) -> List[bytes]:
     """
     lines = stdout.split(b"\n")
     return [line[len(prefix):] for line in lines if line.startswith(prefix)]
+
+
+def any_value_line(stdout: bytes) -> bool:
+    """Whether ``stdout`` holds a line for any MSG value, in the SCN-3 or the original's form."""
+    return bool(printed_lines(stdout)) or bool(printed_lines(stdout, LEGACY_PREFIX))
+
+
+def printed_tail(stdout: bytes) -> str:
+    """The first MSG value line in ``stdout`` (either form), as a short excerpt for evidence."""
+    lines = printed_lines(stdout) or printed_lines(stdout, LEGACY_PREFIX)
+    return _excerpt(lines[0]) if lines else "nothing"
+
+
+def output_form(stdout: bytes) -> str:
+    """How a node prints MSG values, from what it printed for some: "json", "legacy" or "none"."""
+    if printed_lines(stdout):
+        return "json"
+    if printed_lines(stdout, LEGACY_PREFIX):
+        return "legacy"
+    return "none"
 
 
 # -- sizes of the full rendering -------------------------------------------------------

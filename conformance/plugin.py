@@ -35,6 +35,7 @@ announces the directory it sits in (:func:`register_kit_dir`), so a clone's
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -67,6 +68,8 @@ from .tls import TLSSettings
 from .untested import NOT_ON_THE_WIRE
 
 __all__ = ["KIT_DIR", "is_kit_item", "register_kit_dir"]
+
+logger = logging.getLogger(__name__)
 
 KIT_DIR = Path(__file__).resolve().parent
 
@@ -368,6 +371,13 @@ def pytest_runtestloop(session: pytest.Session) -> Optional[bool]:
             state.master_run = preflight_master(state.kit)
         if "cn" in state.modes:
             state.node_run = preflight_node(state.kit)
+            if any(state.clause_of.get(item.nodeid) == "CN-10" for item in session.items):
+                # The CN-10 nodes' live time runs out while the other checks run.
+                try:
+                    state.kit.live_time_watch()
+                except KitError as exc:
+                    # The CN-10 checks start them again, and report the error there.
+                    logger.warning("the CN-10 nodes did not start before the tests: %s", exc)
     except PreflightStop as stop:
         if stop.clause is None:
             raise pytest.UsageError(stop.line) from None

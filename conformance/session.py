@@ -11,16 +11,18 @@ starts is killed by pid, when the test ends.
 from __future__ import annotations
 
 import logging
+import math
 import select
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from hypothesis import HealthCheck, Phase, settings
 
-from skyllh_cluster.commands import Command, RegisterCN
+from skyllh_cluster.commands import ACK, MSG, Command, RegisterCN, ShutdownCN
 from skyllh_cluster.wire.framing import HEADER_SIZE
 
 from .canary import Canary, Evidence
@@ -30,13 +32,20 @@ from .peer import Frame, Listener, WireConnection, connect
 from .tls import CertificateStore, TLSSettings, client_context, server_context
 from .transcript import Transcript
 
-__all__ = ["KitOptions", "Kit", "NodeUnderTest", "parse_address", "MAX_STRETCH"]
+__all__ = ["KitOptions", "Kit", "NodeUnderTest", "LiveTimeWatch", "parse_address", "MAX_STRETCH"]
 
 #: A slow target's waits are stretched to at most this many times the
 #: configured ones (see :meth:`Kit.calibrate`).
 MAX_STRETCH = 5.0
 #: A reply may take this many times the pre-flight's reply latency.
 LATENCY_FACTOR = 50.0
+#: A compute node's reply may take this many times its measured start-up
+#: (from launch to its RegisterCN in the pre-flight): a node that starts
+#: slowly runs on a slow or loaded machine, and is slow at everything else.
+STARTUP_FACTOR = 10.0
+#: The shortest live time given to the nodes of the CN-10 checks (whole
+#: seconds); a node that starts slowly gets more (see :class:`LiveTimeWatch`).
+SHORT_LIVE_TIME = 3
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +105,14 @@ class Kit:
         self.server_tls: Optional[ssl.SSLContext] = (
             server_context(tls.cert, tls.key, tls.ca) if tls.node_mode and tls.cert is not None else None
         )
+        #: Seconds from launching a compute node under test to its RegisterCN (pre-flight).
+        self.node_startup = 0.0
+        #: How the compute node under test prints MSG values: "json" (SCN-3
+        #: lines), "legacy" (the original's lines) or "none"; ``None`` until known.
+        self.node_output_form: Optional[str] = None
+        #: Closed at the end of the run, not of a test (nodes that outlive one test).
+        self._session_opened: List[Any] = []
+        self._live_time_watch: Optional["LiveTimeWatch"] = None
 
     def calibrate(self, latency: float) -> None:
         """Adapt the waits to the target's measured reply latency (from the pre-flight).
@@ -107,11 +124,26 @@ class Kit:
         self.latency = max(self.latency, latency)
         logger.info("target reply latency %.4f s: timeout %.2f s, patience %.2f s", latency, self.timeout, self.patience)
 
+    def calibrate_node(self, startup: float, stdout: bytes) -> None:
+        """Adapt the waits to the compute node's start-up time, and learn how it prints MSG values.
+
+        ``startup`` is the seconds from launching the pre-flight node to its
+        RegisterCN; ``stdout`` is what that node printed for the scenario.
+        A node that took ``startup`` seconds to start gets replies waited for
+        ``STARTUP_FACTOR`` times that, within the same bounds as :meth:`calibrate`.
+        """
+        from .node_output import output_form
+
+        self.node_startup = max(self.node_startup, startup)
+        self.node_output_form = output_form(stdout)
+        logger.info("compute node start-up %.3f s, output %s: timeout %.2f s", startup, self.node_output_form, self.timeout)
+
     @property
     def timeout(self) -> float:
         """The longest single wait for a reply: ``--conformance-timeout``, stretched for a slow target."""
         base = self.options.timeout
-        return min(base * MAX_STRETCH, max(base, self.latency * LATENCY_FACTOR))
+        slow = max(self.latency * LATENCY_FACTOR, self.node_startup * STARTUP_FACTOR)
+        return min(base * MAX_STRETCH, max(base, slow))
 
     @property
     def patience(self) -> float:
@@ -211,6 +243,14 @@ class Kit:
     def close(self) -> None:
         """End of the run: clean up and stop listening."""
         self.cleanup()
+        for resource in self._session_opened:
+            if isinstance(resource, NodeProcess):
+                resource.stop()  # the watch threads then see their nodes gone
+        if self._live_time_watch is not None:
+            self._live_time_watch.join(2.0)
+        while self._session_opened:
+            resource = self._session_opened.pop()
+            (getattr(resource, "stop", None) or resource.close)()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -344,13 +384,15 @@ class Kit:
             self._listener = Listener(host, port, self.timeout, tls=self.server_tls)
         return self._listener
 
-    def start_node(self, live_time: Optional[int] = None, label: str = "node") -> "NodeUnderTest":
+    def start_node(self, live_time: Optional[int] = None, label: str = "node", *, for_the_run: bool = False) -> "NodeUnderTest":
         """Start a compute node under test and accept its connection.
 
-        The node is killed (by pid) when the test ends, if it has not exited.
+        The node is killed (by pid) when the test ends, if it has not exited;
+        with ``for_the_run``, when the run ends.
         """
         if self.options.cn_command is None:
             raise KitError("this test needs --cn-command")
+        keep = self._session_opened.append if for_the_run else self.track
         listener = self.listener
         dropped = listener.drain()
         transcript = Transcript(label)
@@ -358,10 +400,141 @@ class Kit:
             transcript.note(f"closed {dropped} stray connections left from earlier nodes")
         live = self.options.cn_live_time if live_time is None else live_time
         host, port = listener.address
-        process = self.track(NodeProcess(command_line(self.options.cn_command, host, port, live), transcript))
+        process = NodeProcess(command_line(self.options.cn_command, host, port, live), transcript)
+        keep(process)
         node = NodeUnderTest(process, live, transcript, self.timeout)
-        node.conn = self.track(_accept_from(listener, process, transcript, self.options.cn_startup_timeout))
+        node.conn = _accept_from(listener, process, transcript, self.options.cn_startup_timeout)
+        keep(node.conn)
         return node
+
+    def node_prints_lines(self) -> bool:
+        """Whether the compute node under test prints a line per MSG (SCN-3 or the original's form).
+
+        Only then is a missing line evidence that a node did not act on a
+        MSG.  Learnt from the pre-flight node; when that is unknown, from one
+        node sent ACK, one MSG and ShutdownCN.
+        """
+        if self.node_output_form is None:
+            from .node_output import output_form
+
+            node = self.start_node(label="output probe")
+            try:
+                node.register()
+                node.send(command_frame(ACK()) + command_frame(MSG("kit output probe")) + command_frame(ShutdownCN()))
+                try:
+                    node.conn.wait_closed(self.patience)
+                except NoReply:
+                    pass
+                node.process.wait_exit(self.timeout)
+                self.node_output_form = output_form(node.process.stdout_bytes())
+            finally:
+                node.process.stop()
+                node.conn.close()
+        return self.node_output_form != "none"
+
+    def live_time_watch(self) -> "LiveTimeWatch":
+        """The CN-10 nodes (started on first use, or by the plugin before the first test)."""
+        if self._live_time_watch is None:
+            self._live_time_watch = LiveTimeWatch(self)
+        return self._live_time_watch
+
+
+class LiveTimeWatch:
+    """Two compute nodes with a short live time, watched side by side in the background (CN-10).
+
+    One is sent its ACK and then nothing; the other is never sent its ACK.
+    Both must close the connection once their live time has passed (the ACKed
+    one exits 0, the other non-zero).  Each node is watched by its own
+    thread, which records when the node closed and how it exited; a check
+    then only reads the record.  So the live time runs out while the kit's
+    other checks run, instead of being waited for twice in a row.
+    """
+
+    KINDS = ("idle", "unacknowledged")
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        # The ACK must reach the idle node well before its live time ends,
+        # which the node counts from its own start, truncated to a second.
+        self.live_time = max(SHORT_LIVE_TIME, math.ceil(4 * kit.node_startup) + 2)
+        self.ack_sent: Optional[float] = None
+        self.nodes: "dict[str, NodeUnderTest]" = {}
+        self.closed: "dict[str, Optional[float]]" = {}  # seconds after the node's start; None: not closed
+        self.limit: "dict[str, float]" = {}
+        self.frames: "dict[str, List[Frame]]" = {}
+        self.status: "dict[str, Optional[int]]" = {}
+        self.errors: "dict[str, ClauseFailure]" = {}
+        self._threads: "dict[str, threading.Thread]" = {}
+        for kind in self.KINDS:
+            try:
+                node = kit.start_node(self.live_time, label=f"{kind} node, live time {self.live_time} s", for_the_run=True)
+                node.register()
+                if kind == "idle":
+                    node.send(command_frame(ACK()))
+                    self.ack_sent = time.time()
+            except ClauseFailure as failure:
+                self.errors[kind] = failure
+                continue
+            self.nodes[kind] = node
+            thread = threading.Thread(target=self._watch, args=(kind, node), name=f"CN-10 {kind} node", daemon=True)
+            self._threads[kind] = thread
+            thread.start()
+
+    def _watch(self, kind: str, node: "NodeUnderTest") -> None:
+        left = node.process.started + self.live_time - time.time()
+        limit = round(max(left, 0.0) + self.kit.timeout, 1)
+        self.limit[kind] = limit
+        try:
+            self.frames[kind] = node.conn.wait_closed(limit)
+            self.closed[kind] = time.time() - node.process.started
+        except NoReply:
+            self.closed[kind] = None
+        except ClauseFailure as failure:
+            self.errors[kind] = failure
+            return
+        except (OSError, ValueError):  # the run ended and closed the socket under the watch
+            return
+        self.status[kind] = node.process.wait_exit(self.kit.timeout)
+
+    def join(self, wait: float) -> None:
+        """Wait at most ``wait`` seconds for every watch to end."""
+        deadline = time.monotonic() + wait
+        for thread in self._threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def judge(self, kind: str) -> None:
+        """Raise what the ``kind`` node did at the end of its live time, unless it did it right."""
+        if kind in self.errors:
+            raise self.errors[kind]
+        node = self.nodes[kind]
+        thread = self._threads[kind]
+        thread.join(self.live_time + 2 * self.kit.timeout + self.kit.patience)
+        if thread.is_alive():  # pragma: no cover - the watch's own waits are bounded
+            raise Inconclusive(f"the kit's watch of the {kind} node did not end", transcripts=[node.transcript])
+        acked = kind == "idle"
+        what = f"when its live time of {self.live_time} s has passed" + ("" if acked else " without an ACK")
+        # The node's own start is after the kit launched it; its live time runs
+        # from that start truncated to a second: at least live_time - 1 s from launch.
+        if acked and self.ack_sent is not None and self.ack_sent > node.process.started + self.live_time - 2:
+            raise Inconclusive(
+                f"the node took so long to register that the ACK left the kit {self.ack_sent - node.process.started:.1f} s "
+                f"after its launch, less than a second before its live time of {self.live_time} s could end",
+                transcripts=[node.transcript],
+            )
+        if self.closed.get(kind) is None:
+            raise node.fail(
+                f"expected the node to close the connection {what}, got it still open after {self.limit[kind]:g} s",
+                kind=NoReply,
+            )
+        if self.frames.get(kind):
+            raise node.fail(f"expected nothing from the node, got {self.frames[kind][0].describe()}", clause="CN-5")
+        status = self.status.get(kind)
+        if status is None:
+            raise node.fail(f"expected the node to exit {what}, got it still running after {self.kit.timeout:g} s", kind=NoReply)
+        if acked and status != 0:
+            raise node.fail(f"expected exit status 0 at the end of the live time, got {status}")
+        if not acked and status == 0:
+            raise node.fail("expected a non-zero exit status when the live time ends before the ACK, got 0")
 
 
     def start_node_raw(self, listener: Listener, label: str, host: Optional[str] = None) -> "Tuple[NodeProcess, socket.socket, Transcript]":

@@ -416,6 +416,7 @@ CN_FAULTS = {
     "obey-trailing-shutdown": {"ENC-1", "CN-9"},  # a ShutdownCN with bytes after STOP shuts it down
     "bool-as-int": {"CN-11", "VAL-4", "SCN-3", "ENC-8"},  # True printed as 1
     "ignore-live-time": {"CN-10"},  # a silent master keeps it past its live time
+    "mute-after-unknown": {"CN-8"},  # MSGs after an ACK or RegisterCN it ignores go unprinted
 }
 
 

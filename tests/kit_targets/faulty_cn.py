@@ -82,6 +82,10 @@ EXTRA_FAULTS = {
     "CN-11/bool-as-int": ("CN-11", "True and False are printed as the ints 1 and 0"),
     "SCN-3/cut-always": ("SCN-3", "values of more than 3 nodes are printed cut, even when the line fits"),
     "ENC-3/prints-invalid": ("ENC-3", "a MSG refused under ENC-3 is printed as a value"),
+    "CN-4/acts-then-stops": ("CN-4", "after a first reply that is a valid command but not an ACK, the MSGs that came with it are printed, then it exits 1"),
+    "CN-8/stops-printing": ("CN-8", "after an unexpected ACK or RegisterCN, MSGs are dropped unprinted (ShutdownCN still obeyed)"),
+    "CN-9/drops-after-skip": ("CN-9", "the frame after a skipped one is dropped unread"),
+    "CN-9/obeys-bad-shutdown": ("CN-9", "a ShutdownCN with bytes after STOP is obeyed"),
 }
 
 
@@ -205,7 +209,8 @@ class Node:
     def decode(self, payload: bytes):
         if self.fault in ("SEC-1", "ENC-5"):
             emulate_unsafe_unpickler(payload, "top" if self.fault == "SEC-1" else "nested")
-        if self.fault == "ENC-1/obeys-bad-shutdown" and payload.startswith(SHUTDOWN) and payload != SHUTDOWN:
+        obeys_bad_shutdown = self.fault in ("ENC-1/obeys-bad-shutdown", "CN-9/obeys-bad-shutdown")
+        if obeys_bad_shutdown and payload.startswith(SHUTDOWN) and payload != SHUTDOWN:
             return ShutdownCN()
         if self.fault == "CN-4/ack-prefix" and not self.acked and payload.startswith(ACK_PAYLOAD):
             return ACK()
@@ -223,6 +228,28 @@ class Node:
         if self.fault == "ENC-8" and dumps(command) != payload:
             raise ProtocolError("ENC-8", "not canonical")
         return command
+
+    def act_on_what_came_with_it(self) -> None:
+        """Print the MSGs that arrive within half a second (the CN-4/acts-then-stops fault)."""
+        deadline = time.time() + 0.5
+        while True:
+            if len(self.buffer) >= 2 and len(self.buffer) >= 2 + int.from_bytes(self.buffer[:2], "little"):
+                size = int.from_bytes(self.buffer[:2], "little")
+                payload, self.buffer = self.buffer[2 : 2 + size], self.buffer[2 + size :]
+                try:
+                    command = loads(payload)
+                except ProtocolError:
+                    continue
+                if isinstance(command, MSG):
+                    self.print_value(command.msg)
+                continue
+            left = deadline - time.time()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                return
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return
+            self.buffer += chunk
 
     def print_value(self, value) -> None:
         """The SCN-3 line for ``value`` (or what the fault makes of it)."""
@@ -245,8 +272,11 @@ class Node:
         except ProtocolError:
             reply = None
         if not isinstance(reply, ACK) and self.fault != "CN-4":
+            if self.fault == "CN-4/acts-then-stops" and reply is not None:
+                self.act_on_what_came_with_it()
             return 1
         self.acked = True
+        ignoring = False  # CN-8/stops-printing: set by an unexpected ACK or RegisterCN
         while True:
             payload = self.next_payload()
             if self.fault == "SCN-3/no-decode":
@@ -259,6 +289,12 @@ class Node:
             except ProtocolError:
                 if self.fault == "CN-9" or (self.fault == "ERR-1" and len(payload) > 2000):
                     return 1
+                if self.fault == "CN-9/drops-after-skip":
+                    self.next_payload()
+                continue
+            if isinstance(command, (ACK, RegisterCN)) and self.fault == "CN-8/stops-printing":
+                ignoring = True
+            if isinstance(command, MSG) and ignoring:
                 continue
             if isinstance(command, ShutdownCN):
                 if self.fault == "CN-7":

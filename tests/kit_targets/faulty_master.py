@@ -85,6 +85,8 @@ FAULTS = {
 EXTRA_FAULTS = {
     "ENC-1/acks-trailing": ("ENC-1", "a RegisterCN with bytes after STOP is ACKed"),
     "MST-4/hostile-exit": ("MST-4", "the process exits on a first frame over 2000 bytes that does not decode"),
+    "MST-9/late-scenario": ("MST-9", "an expired node is ACKed and gets the scenario 3 s later"),
+    "MST-9/kept-open": ("MST-9", "an expired node is ACKed and then kept open, sent nothing and never dropped"),
 }
 
 
@@ -278,6 +280,13 @@ class Master:
             return
         if command.cn_start_time + command.cn_live_time <= time.time() and self.fault != "MST-9":
             sock.sendall(frame(dumps(ACK())))
+            if self.fault == "MST-9/late-scenario":
+                time.sleep(3)  # longer than the kit's default timeout
+                self.write(sock, self.frames()[1:])
+            if self.fault == "MST-9/kept-open":
+                sock.settimeout(60)
+                while sock.recv(4096):
+                    pass
             return  # expired: nothing more (MST-9)
         if self.fault == "SCN-2" and self.served >= 2:
             return  # stops serving after two nodes

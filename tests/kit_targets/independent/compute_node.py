@@ -19,7 +19,9 @@ Faults (``--fault``), each breaking a requirement on purpose:
   obeys frames as it should, but drops every MSG unprinted (CN-11, SCN-3);
 * ``obey-trailing-shutdown``: obeys a ShutdownCN with bytes after its STOP (ENC-1, CN-9);
 * ``bool-as-int``: prints True and False as the ints 1 and 0 (CN-11, VAL-4);
-* ``ignore-live-time``: only notices its live time when a frame arrives (CN-10).
+* ``ignore-live-time``: only notices its live time when a frame arrives (CN-10);
+* ``mute-after-unknown``: after an ACK or RegisterCN it does not handle, it
+  drops every later MSG unprinted, yet still obeys ShutdownCN (CN-8).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from kit_targets.independent.decoder import Command, Refusal, decode  # noqa: E4
 from kit_targets.independent.framing import FrameSplitter, frame  # noqa: E402
 from kit_targets.independent.notation import lift_int_digit_limit, msg_line  # noqa: E402
 
-FAULTS = ("no-msg-decode", "obey-trailing-shutdown", "bool-as-int", "ignore-live-time")
+FAULTS = ("no-msg-decode", "obey-trailing-shutdown", "bool-as-int", "ignore-live-time", "mute-after-unknown")
 
 
 class Stop(Exception):
@@ -62,6 +64,7 @@ class ComputeNode:
         self.live_time = live_time  # CN-3
         self.end_time = self.start_time + live_time  # CN-10: Unix time at which it stops
         self.fault = fault
+        self.muted = False  # the mute-after-unknown fault, once triggered
         self.host, self.port = host, port
         self.state = "CONNECTED"
         self.splitter = FrameSplitter()
@@ -173,8 +176,9 @@ class ComputeNode:
             raise Stop(0, "ShutdownCN")
         if command.name != "MSG":
             log(f"[CN-8] ignored {command.name}")
+            self.muted = self.fault == "mute-after-unknown"
             return
-        if self.fault == "no-msg-decode":
+        if self.fault == "no-msg-decode" or self.muted:
             return
         assert command.state is not None
         self.print_msg(command.state["msg"])
