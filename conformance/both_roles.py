@@ -85,7 +85,7 @@ def node_sessions(node_args: List[str], narrowed: bool) -> List[List[str]]:
     if narrowed:
         return [node_args]
     second = list(SECOND_NODE_SESSION)
-    first = [cid for cid in CLAUSES if cid not in second]
+    first = [cid for cid in CLAUSE_TABLE if cid not in second]
     return [node_args + [f"--conformance-clause={','.join(first)}"],
             node_args + [f"--conformance-clause={','.join(second)}"]]
 
