@@ -438,6 +438,22 @@ class Kit:
             self._live_time_watch = LiveTimeWatch(self)
         return self._live_time_watch
 
+    def start_node_raw(self, listener: Listener, label: str, host: Optional[str] = None) -> "Tuple[NodeProcess, socket.socket, Transcript]":
+        """Start a node told to connect to ``listener`` (as ``host``, default its address); accept its TCP connection.
+
+        Nothing is read and no TLS runs: the test plays whatever master it
+        checks against.  The node is killed when the test ends.
+        """
+        if self.options.cn_command is None:
+            raise KitError("this test needs --cn-command")
+        transcript = Transcript(label)
+        address, port = listener.address
+        process = self.track(
+            NodeProcess(command_line(self.options.cn_command, host or address, port, self.options.cn_live_time), transcript)
+        )
+        sock = self.track(_accept_raw_from(listener, process, transcript, self.options.cn_startup_timeout))
+        return process, sock, transcript
+
 
 class LiveTimeWatch:
     """Two compute nodes with a short live time, watched side by side in the background (CN-10).
@@ -535,23 +551,6 @@ class LiveTimeWatch:
             raise node.fail(f"expected exit status 0 at the end of the live time, got {status}")
         if not acked and status == 0:
             raise node.fail("expected a non-zero exit status when the live time ends before the ACK, got 0")
-
-
-    def start_node_raw(self, listener: Listener, label: str, host: Optional[str] = None) -> "Tuple[NodeProcess, socket.socket, Transcript]":
-        """Start a node told to connect to ``listener`` (as ``host``, default its address); accept its TCP connection.
-
-        Nothing is read and no TLS runs: the test plays whatever master it
-        checks against.  The node is killed when the test ends.
-        """
-        if self.options.cn_command is None:
-            raise KitError("this test needs --cn-command")
-        transcript = Transcript(label)
-        address, port = listener.address
-        process = self.track(
-            NodeProcess(command_line(self.options.cn_command, host or address, port, self.options.cn_live_time), transcript)
-        )
-        sock = self.track(_accept_raw_from(listener, process, transcript, self.options.cn_startup_timeout))
-        return process, sock, transcript
 
 
 def _accept_raw_from(listener: Listener, process: NodeProcess, transcript: Transcript, limit: float) -> socket.socket:
