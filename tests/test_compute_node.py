@@ -202,6 +202,21 @@ def test_undecodable_frames_are_skipped_and_serving_goes_on(master, caplog, tmp_
     assert len(skipped) == 3
 
 
+def test_a_flood_of_bad_frames_is_logged_one_by_one_then_counted(master, caplog) -> None:
+    # 20 frames get a line each; the 80 after them one summary line (at the end of serving, well within a second).
+    frames = GARBAGE_FRAME * 100 + msg_frame("after") + SHUTDOWN_FRAME
+    with caplog.at_level(logging.WARNING, logger="skyllh_cluster.compute_node"):
+        node = serve_frames(master, frames)
+    assert node.error is None and node.result is Stop.SHUTDOWN
+    assert node.messages == ["after"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "skyllh_cluster.compute_node"]
+    assert sum("does not decode" in line for line in lines) == 20
+    assert [line for line in lines if "more frames" in line] == [
+        "skipped or ignored 80 more frames from the master (after 20 reported one by one)"
+    ]
+    assert len(lines) == 21
+
+
 def test_commands_a_compute_node_does_not_handle_are_ignored(master, caplog) -> None:
     frames = ACK_FRAME + REGISTER_FRAME + msg_frame("x") + SHUTDOWN_FRAME
     with caplog.at_level(logging.WARNING, logger="skyllh_cluster.compute_node"):

@@ -113,11 +113,53 @@ EXIT_INTERRUPTED = 130
 # error raised on data from the network must not be echoed unbounded.
 _EXCERPT = 300
 
+# A master that sends thousands of bad frames must not make the node write
+# far more log than it was sent: this many frames are reported one line each,
+# then the rest in one summary line a second at most.
+_FRAMES_LOGGED_EACH = 20
+_SUMMARY_INTERVAL = 1.0
+
 # One recv can take a whole frame of the largest size.
 _RECV_SIZE = HEADER_SIZE + MAX_PAYLOAD
 # Never ask the socket for a zero or negative timeout (that would make it
 # non-blocking); the live-time check right after the wait ends the loop.
 _SHORTEST_WAIT = 1e-3
+
+
+class _FrameWarnings:
+    """The node's warnings about frames it skips or ignores, with bounded volume.
+
+    The first :data:`_FRAMES_LOGGED_EACH` are logged one line each; after
+    that the frames are counted, and a summary line is logged at most once a
+    :data:`_SUMMARY_INTERVAL` and when serving ends.  So a flood of empty or
+    undecodable frames costs a few lines of log, not one per frame.
+    """
+
+    def __init__(self) -> None:
+        self.logged = 0
+        self.pending = 0
+        self.last_summary = 0.0
+
+    def warn(self, message: str, *args: Any) -> None:
+        if self.logged < _FRAMES_LOGGED_EACH:
+            self.logged += 1
+            logger.warning(message, *args)
+            if self.logged == _FRAMES_LOGGED_EACH:
+                self.last_summary = time.monotonic()
+            return
+        self.pending += 1
+        if time.monotonic() - self.last_summary >= _SUMMARY_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        """Log the frames counted since the last line, if any."""
+        if self.pending:
+            logger.warning(
+                "skipped or ignored %d more frames from the master (after %d reported one by one)",
+                self.pending, _FRAMES_LOGGED_EACH,
+            )
+            self.pending = 0
+        self.last_summary = time.monotonic()
 
 
 class ComputeNodeError(RuntimeError):
@@ -241,6 +283,7 @@ class ComputeNode:
             raise TypeError(f"ssl_context must be an ssl.SSLContext, not {type(ssl_context).__name__}")
         self._ssl_context = ssl_context
         self._first_bytes: Optional[bytes] = None
+        self._frame_warnings = _FrameWarnings()
         self.live_time = live_time
         self.master_addr = master_addr
         self.master_port = master_port
@@ -408,7 +451,7 @@ class ComputeNode:
         if self._conn.state is State.AWAIT_ACK:
             # The only frame before the ACK is the first one, at stream offset 0.
             raise RemoteProtocolError("CN-4", f"the reply failed to decode ({failure})", 0) from exc
-        logger.warning("skipped a frame from master %s that failed to decode (%s)", self._master(), failure)
+        self._frame_warnings.warn("skipped a frame from master %s that failed to decode (%s)", self._master(), failure)
 
     def _receive(self) -> None:
         """Wait for bytes until the live time is over, and hand them to the connection."""
@@ -466,17 +509,18 @@ class ComputeNode:
                     self._say("Received shutdown command. Shutting down.")
                     return Stop.SHUTDOWN
                 elif isinstance(event, UndecodableFrame):
-                    logger.warning(
+                    self._frame_warnings.warn(
                         "skipped a frame from master %s that does not decode: %s", self._master(), _excerpt(event.error)
                     )
                 elif isinstance(event, ConnectionClosed):
                     raise MasterClosedConnection(f"the master at {self._master()} closed the connection before ShutdownCN")
                 else:
                     # Named by class only: a RegisterCN's repr would format its fields, of any size.
-                    logger.warning(
+                    self._frame_warnings.warn(
                         "ignored %s from master %s: a compute node does not handle it", type(event).__name__, self._master()
                     )
         finally:
+            self._frame_warnings.flush()
             self.close()
 
     def handle_message(self, msg: Any) -> None:
