@@ -5,13 +5,11 @@ Shared by the renderer's tests and the compute node's attack tests.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 from typing import Any, Iterator, List
 
 from skyllh_cluster.msg_output import MSG_PREFIX, tree_size
-from skyllh_cluster.wire.vector_json import value_to_json
+from skyllh_cluster.wire.vector_json import unlimited_int_text, value_to_json
 
 
 def whole_line(value: Any) -> str:
@@ -23,21 +21,8 @@ def parse(line: str) -> Any:
     return json.loads(line[len(MSG_PREFIX) :])
 
 
-@contextlib.contextmanager
-def no_int_digit_limit() -> Iterator[None]:
-    """Lift the interpreter's int-to-str digit limit (where it has one) for the oracle's use."""
-    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
-    if limit:
-        sys.set_int_max_str_digits(0)
-    try:
-        yield
-    finally:
-        if limit:
-            sys.set_int_max_str_digits(limit)
-
-
 def unlimited_str(value: int) -> str:
-    with no_int_digit_limit():
+    with unlimited_int_text():
         return str(value)
 
 

@@ -29,8 +29,8 @@ from skyllh_cluster.msg_output import (
 )
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.values import MAX_DEPTH, check_value, values_equal
-from skyllh_cluster.wire.vector_json import value_from_json
-from msg_lines import check_cut_line, is_cut, no_int_digit_limit, parse, unlimited_str, whole_line
+from skyllh_cluster.wire.vector_json import unlimited_int_text, value_from_json
+from msg_lines import check_cut_line, is_cut, parse, unlimited_str, whole_line
 
 FRAME_INT = (1 << (65500 * 8)) - 12345  # about the largest int one frame carries: 157,740 digits
 
@@ -131,7 +131,7 @@ def test_the_legacy_line_writes_big_ints_that_str_refuses() -> None:
 @given(values())
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_generated_legacy_lines_are_str_of_the_value(value: Any) -> None:
-    with no_int_digit_limit():
+    with unlimited_int_text():
         expected = LEGACY_PREFIX + str(value)
     assert legacy_line(value) == expected
 
@@ -244,7 +244,7 @@ def test_any_value_cut_to_any_limit_is_exact_where_printed_and_counts_the_rest(v
 @given(values(max_leaves=40), st.integers(45, 600))
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=200)
 def test_any_legacy_line_cut_to_any_limit_is_a_prefix_then_cut_nodes(value: Any, limit: int) -> None:
-    with no_int_digit_limit():
+    with unlimited_int_text():
         whole = LEGACY_PREFIX + str(value)
     line = legacy_line(value, limit)
     assert len(line) + 1 <= limit
