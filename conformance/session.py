@@ -264,13 +264,15 @@ class Kit:
             raise KitError("this test needs --target HOST:PORT")
         return self.options.target
 
-    def connect(self, label: str = "node", patience: Optional[float] = None) -> WireConnection:
+    def connect(self, label: str = "node", patience: Optional[float] = None, *, receive_buffer: Optional[int] = None) -> WireConnection:
         """A fresh connection to the master under test, closed when the test ends.
 
-        ``patience`` bounds how long connecting may take (default: the timeout).
+        ``patience`` bounds how long connecting may take (default: the timeout);
+        ``receive_buffer`` shrinks the kit's receive window (see :func:`.peer.connect`).
         """
         transcript = Transcript(label)
-        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience, tls=self.client_tls))
+        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience, tls=self.client_tls,
+                                  receive_buffer=receive_buffer))
 
     def connect_with(self, label: str, context: Optional[ssl.SSLContext]) -> WireConnection:
         """A connection to the master with another TLS context than the run's (``None``: plain TCP)."""
