@@ -65,9 +65,6 @@ KNOWN_WRONG: Dict[str, str] = {
         "MST-11 (conformance/test_master_refusals.py::test_bytes_after_the_registration_end_the_connection) sends the "
         "extra bytes only in the same write as the RegisterCN; no check sends a byte after the ACK while the master "
         "still has frames queued (e.g. with a small receive window) and looks for the close"),
-    "m-registration-deadline-per-read": (
-        "MST-7/FRM-6 (conformance/session.py Kit.judge_stall) try a silent connection and a half frame, never a "
-        "trickle of bytes, which MST-7 names; a master that restarts its deadline on every read passes"),
     "c-legacy-line-for-scalars": (
         "SCN-3's checks pass a node that prints the original's legacy line for scalars and MSG lines for "
         "containers (with --conformance-clause SCN-3: exit 0); a full run fails it only under CN-11, values "
