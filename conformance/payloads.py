@@ -312,6 +312,17 @@ def _deep_registration(depth: int) -> bytes:
     return _must_be_invalid(asm.finish(frame=True))
 
 
+def _bad_utf8_registration() -> bytes:
+    """A RegisterCN whose first key is a BINUNICODE str that is not UTF-8 (ENC-1): a decoder's UnicodeDecodeError."""
+    raw = b"_cn_start\xc3(_time"
+    asm = Assembler(4)
+    asm.global_(COMMANDS_MODULE, "RegisterCN").op(opc.EMPTY_TUPLE).op(opc.NEWOBJ).memoize()
+    asm.op(opc.EMPTY_DICT).memoize().op(opc.MARK)
+    asm.op(opc.BINUNICODE, struct.pack("<I", len(raw)) + raw).memoize().integer(1732560000)
+    asm.text("_cn_live_time").integer(7200).op(opc.SETITEMS).op(opc.BUILD)
+    return _must_be_invalid(asm.finish(frame=True))
+
+
 def _garbage() -> bytes:
     return b"GET / HTTP/1.0\r\nHost: master\r\n\r\n"
 
@@ -339,6 +350,7 @@ INVALID_FIRST_FRAMES: Dict[str, Callable[[], bytes]] = {
     "RegisterCN nested 1000 deep": lambda: _deep_registration(1000),
     "protocol 0 pickle": lambda: _must_be_invalid(b"(iskyllh.cluster.commands\nRegisterCN\np0\n(dp1\nb."),
     "empty payload": lambda: b"",
+    "RegisterCN with a key not UTF-8": _bad_utf8_registration,
 }
 
 
