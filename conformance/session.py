@@ -297,11 +297,13 @@ class Kit:
 
         ``which`` is ``"silent"`` (MST-7: a connection that sends nothing) or
         ``"half-frame"`` (FRM-6: one that sends ``half_frame`` and stops).
-        The first of the two checks to run opens both connections, the
-        silent one first, judges both (so that both bounds run out in one
-        window), closes both, and keeps the other's verdict for its own test.
-        Each deadline runs from the connection's start -- for the half
-        frame, the later of its connect and the end of the silent one, so
+        MST-7 also judges a trickle: ``half_frame`` one byte every eighth of
+        the budget, closed within the budget from its connect.
+        The first of the checks to run opens every connection, the trickle
+        first, judges them in order (so that all bounds run out in one
+        window), closes them, and keeps the other's verdict for its own test.
+        Each deadline runs from the connection's start -- for a later one,
+        the later of its connect and the end of the one before, so
         that a master serving one connection at a time is not blamed for the
         other's wait.
 

@@ -220,7 +220,7 @@ def test_registration_cut_short_by_close(kit: Kit) -> None:
 
 @pytest.mark.clause("MST-7")
 def test_silent_connection_is_closed_in_time(kit: Kit) -> None:
-    """A connection that sends nothing is closed within the registration budget (--registration-budget)."""
+    """A connection that sends nothing, or trickles a RegisterCN a byte at a time, is closed within --registration-budget."""
     kit.judge_stall("silent", REGISTRATION[: len(REGISTRATION) // 2])
 
 
