@@ -36,6 +36,7 @@ __all__ = [
     "Assembler",
     "encode",
     "ENCODING_STYLES",
+    "STATE_LAYOUTS",
     "checked_valid",
     "canary",
     "canary_inside",
@@ -56,6 +57,9 @@ ENCODING_STYLES: Tuple[Tuple[int, bool, bool], ...] = (
     (5, True, True),
     (5, False, False),
 )
+
+#: How :func:`encode` may lay out a command's state: (keys in reverse order, one SETITEM per key).
+STATE_LAYOUTS: Tuple[Tuple[bool, bool], ...] = ((False, False), (True, False), (False, True), (True, True))
 
 
 class Assembler:
@@ -178,8 +182,20 @@ def _state(command: Command) -> Dict[str, Any]:
     return dict(vars(command))
 
 
-def encode(command: Command, protocol: int = 4, *, frame: bool = True, memo: bool = True) -> bytes:
+def encode(
+    command: Command,
+    protocol: int = 4,
+    *,
+    frame: bool = True,
+    memo: bool = True,
+    reverse_keys: bool = False,
+    setitem: bool = False,
+) -> bytes:
     """Encode ``command`` in another valid, usually non-canonical, way.
+
+    ``reverse_keys`` writes the state's keys in the other order (CMD-3 names
+    the keys, not their order); ``setitem`` fills the state with one
+    ``SETITEM`` per key instead of ``MARK ... SETITEMS`` (ENC-8).
 
     Raises :class:`KitError` if the result is not valid under the grammar or
     does not decode to ``command``: the kit only sends as valid what is.
@@ -187,12 +203,20 @@ def encode(command: Command, protocol: int = 4, *, frame: bool = True, memo: boo
     asm = Assembler(protocol, memo=memo)
     asm.global_(COMMANDS_MODULE, type(command).__name__)
     asm.op(opc.EMPTY_TUPLE).op(opc.NEWOBJ).memoize()
-    state = _state(command)
+    state = list(_state(command).items())
+    if reverse_keys:
+        state.reverse()
     if state:
-        asm.op(opc.EMPTY_DICT).memoize().op(opc.MARK)
-        for key, item in state.items():
+        asm.op(opc.EMPTY_DICT).memoize()
+        if not setitem:
+            asm.op(opc.MARK)
+        for key, item in state:
             asm.text(key).value(item)
-        asm.op(opc.SETITEMS).op(opc.BUILD)
+            if setitem:
+                asm.op(opc.SETITEM)
+        if not setitem:
+            asm.op(opc.SETITEMS)
+        asm.op(opc.BUILD)
     return checked_valid(asm.finish(frame=frame), command)
 
 
@@ -202,9 +226,8 @@ def checked_valid(payload: bytes, expected: Command) -> bytes:
         decoded = loads_checked(payload)
     except ProtocolError as exc:
         raise KitError(f"the kit built an invalid payload {payload.hex()}: {exc}") from None
-    if type(decoded) is not type(expected) or not all(
-        values_equal(a, b) for a, b in zip(_state(decoded).values(), _state(expected).values())
-    ):
+    got, want = _state(decoded), _state(expected)
+    if type(decoded) is not type(expected) or set(got) != set(want) or not all(values_equal(got[k], want[k]) for k in want):
         raise KitError(f"the kit's payload {payload.hex()} decodes to {decoded!r}, not {expected!r}")
     return payload
 
@@ -289,6 +312,17 @@ def _deep_registration(depth: int) -> bytes:
     return _must_be_invalid(asm.finish(frame=True))
 
 
+def _bad_utf8_registration() -> bytes:
+    """A RegisterCN whose first key is a BINUNICODE str that is not UTF-8 (ENC-1): a decoder's UnicodeDecodeError."""
+    raw = b"_cn_start\xc3(_time"
+    asm = Assembler(4)
+    asm.global_(COMMANDS_MODULE, "RegisterCN").op(opc.EMPTY_TUPLE).op(opc.NEWOBJ).memoize()
+    asm.op(opc.EMPTY_DICT).memoize().op(opc.MARK)
+    asm.op(opc.BINUNICODE, struct.pack("<I", len(raw)) + raw).memoize().integer(1732560000)
+    asm.text("_cn_live_time").integer(7200).op(opc.SETITEMS).op(opc.BUILD)
+    return _must_be_invalid(asm.finish(frame=True))
+
+
 def _garbage() -> bytes:
     return b"GET / HTTP/1.0\r\nHost: master\r\n\r\n"
 
@@ -316,6 +350,7 @@ INVALID_FIRST_FRAMES: Dict[str, Callable[[], bytes]] = {
     "RegisterCN nested 1000 deep": lambda: _deep_registration(1000),
     "protocol 0 pickle": lambda: _must_be_invalid(b"(iskyllh.cluster.commands\nRegisterCN\np0\n(dp1\nb."),
     "empty payload": lambda: b"",
+    "RegisterCN with a key not UTF-8": _bad_utf8_registration,
 }
 
 

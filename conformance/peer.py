@@ -432,6 +432,7 @@ def connect(
     *,
     retry_for: Optional[float] = None,
     tls: Optional[ssl.SSLContext] = None,
+    receive_buffer: Optional[int] = None,
 ) -> WireConnection:
     """Open a connection to a master, as a fresh compute node would.
 
@@ -447,13 +448,17 @@ def connect(
     closes at once would (nothing is ever written in plain on it).  A
     handshake that fails otherwise raises :class:`TLSRefused`, naming TLS-2
     when the master's certificate did not verify.
+
+    ``receive_buffer`` (bytes) is set before the connect, so that the window
+    the kit advertises stays that small: a master then cannot write a whole
+    scenario into the kernel and still has the connection open.
     """
     limit = timeout if retry_for is None else retry_for
     deadline = time.monotonic() + limit
     refusals = 0
     while True:
         try:
-            sock = socket.create_connection(address, timeout=max(0.05, min(timeout, deadline - time.monotonic())))
+            sock = _open(address, max(0.05, min(timeout, deadline - time.monotonic())), receive_buffer)
         except (ConnectionRefusedError, socket.timeout, OSError) as exc:
             if isinstance(exc, ConnectionRefusedError):
                 refusals += 1
@@ -472,6 +477,21 @@ def connect(
         if tls is None:
             return WireConnection(sock, transcript, timeout)
         return _start_tls_client(sock, tls, address[0], transcript, timeout)
+
+
+def _open(address: Tuple[str, int], timeout: float, receive_buffer: Optional[int]) -> socket.socket:
+    if receive_buffer is None:
+        return socket.create_connection(address, timeout=timeout)
+    family, kind, proto, _, where = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.settimeout(timeout)
+        sock.connect(where)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _start_tls_client(sock: socket.socket, context: ssl.SSLContext, host: str, transcript: Transcript, timeout: float) -> WireConnection:

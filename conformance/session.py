@@ -264,13 +264,15 @@ class Kit:
             raise KitError("this test needs --target HOST:PORT")
         return self.options.target
 
-    def connect(self, label: str = "node", patience: Optional[float] = None) -> WireConnection:
+    def connect(self, label: str = "node", patience: Optional[float] = None, *, receive_buffer: Optional[int] = None) -> WireConnection:
         """A fresh connection to the master under test, closed when the test ends.
 
-        ``patience`` bounds how long connecting may take (default: the timeout).
+        ``patience`` bounds how long connecting may take (default: the timeout);
+        ``receive_buffer`` shrinks the kit's receive window (see :func:`.peer.connect`).
         """
         transcript = Transcript(label)
-        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience, tls=self.client_tls))
+        return self.track(connect(self.target, transcript, self.timeout, retry_for=patience, tls=self.client_tls,
+                                  receive_buffer=receive_buffer))
 
     def connect_with(self, label: str, context: Optional[ssl.SSLContext]) -> WireConnection:
         """A connection to the master with another TLS context than the run's (``None``: plain TCP)."""
@@ -295,11 +297,13 @@ class Kit:
 
         ``which`` is ``"silent"`` (MST-7: a connection that sends nothing) or
         ``"half-frame"`` (FRM-6: one that sends ``half_frame`` and stops).
-        The first of the two checks to run opens both connections, the
-        silent one first, judges both (so that both bounds run out in one
-        window), closes both, and keeps the other's verdict for its own test.
-        Each deadline runs from the connection's start -- for the half
-        frame, the later of its connect and the end of the silent one, so
+        MST-7 also judges a trickle: ``half_frame`` one byte every eighth of
+        the budget, closed within the budget from its connect.
+        The first of the checks to run opens every connection, the trickle
+        first, judges them in order (so that all bounds run out in one
+        window), closes them, and keeps the other's verdict for its own test.
+        Each deadline runs from the connection's start -- for a later one,
+        the later of its connect and the end of the one before, so
         that a master serving one connection at a time is not blamed for the
         other's wait.
 
@@ -311,28 +315,72 @@ class Kit:
         if which not in self._stall_verdicts:
             self._stall_verdicts.update(self._judge_stalls(which, half_frame))
         verdict = self._stall_verdicts[which]
+        if which == "silent" and verdict is None:
+            verdict = self._stall_verdicts.get("trickle")  # MST-7 names the trickle too
         if verdict is not None:
             raise verdict
 
     def _judge_stalls(self, which: str, half_frame: bytes) -> "dict[str, Optional[ClauseFailure]]":
         both = not self.selected or {"MST-7", "FRM-6"} <= self.selected
         wanted = ["silent", "half-frame"] if both else [which]
+        if "silent" in wanted:
+            # First, so that its deadline is the earliest: judging it (while feeding it) ends before the
+            # others' deadlines, and a master serving one connection at a time takes it first.
+            wanted.insert(0, "trickle")
+        labels = {"silent": "silent connection", "half-frame": "half a RegisterCN, then silence",
+                  "trickle": "a RegisterCN trickled one byte at a time"}
         opened: "dict[str, Tuple[WireConnection, float]]" = {}
         for kind in wanted:
-            label = "silent connection" if kind == "silent" else "half a RegisterCN, then silence"
-            opened[kind] = (self._stall_connection(label, b"" if kind == "silent" else half_frame), time.monotonic())
+            opened[kind] = (self._stall_connection(labels[kind], half_frame if kind == "half-frame" else b""), time.monotonic())
         verdicts: "dict[str, Optional[ClauseFailure]]" = {}
         try:
-            for kind in wanted:
+            for i, kind in enumerate(wanted):
                 conn, start = opened[kind]
-                if kind == "half-frame" and "silent" in opened:
-                    start = max(start, _ended_at(opened["silent"][0]))
-                verdicts[kind] = self._judge_one_stall(kind, conn, start, half_frame)
+                if i:
+                    start = max(start, _ended_at(opened[wanted[i - 1]][0]))
+                if kind == "trickle":
+                    verdicts[kind] = self._judge_trickle(conn, start, half_frame)
+                else:
+                    verdicts[kind] = self._judge_one_stall(kind, conn, start, half_frame)
                 opened[kind][0].close()
         finally:
             for conn, _ in opened.values():
                 conn.close()
         return verdicts
+
+    #: The trickle writes one byte every this fraction of the registration budget, so that the bytes it has
+    #: (half a RegisterCN) would take several budgets to complete a frame: only the bound can end it.
+    TRICKLE_STEPS = 8
+
+    def _judge_trickle(self, conn: WireConnection, start: float, prefix: bytes) -> Optional[ClauseFailure]:
+        """MST-7's trickle: one byte of a RegisterCN every budget/8 s; the close must come within the budget."""
+        budget = self.options.registration_budget
+        deadline = start + budget
+        step = budget / self.TRICKLE_STEPS
+        what = f"a RegisterCN trickled one byte every {step:.2g} s"
+        sent = 0
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                frames = conn.wait_closed(max(0.0, min(step, left)))
+            except NoReply:
+                if left <= step:
+                    return conn.fail(
+                        f"expected the master to close the connection within {budget:g} s of its start, got it open "
+                        f"after {what} ({sent} bytes so far)" + self.budget_hint(),
+                        kind=NoReply,
+                    )
+                if sent < len(prefix):  # bounded: the prefix is never completed into a frame
+                    try:
+                        conn.send(prefix[sent : sent + 1])
+                    except ClauseFailure:
+                        continue  # the master closed as the byte went: the next wait sees the close
+                    sent += 1
+                continue
+            if frames or conn.transcript.bytes_in("<-"):
+                got = frames[0].describe() if frames else f"{len(conn.transcript.bytes_in('<-'))} bytes"
+                return conn.fail(f"expected no reply to {what}, got {got}")
+            return None
 
     def _judge_one_stall(self, kind: str, conn: WireConnection, start: float, half_frame: bytes) -> Optional[ClauseFailure]:
         what = "no bytes at all" if kind == "silent" else "half a RegisterCN and then silence"

@@ -55,6 +55,8 @@ BAD_PEERS: Dict[str, Callable[[WireConnection], None]] = {
     "stalled inside the length prefix": lambda conn: conn.send(_registration()[:1]),
     "sent garbage": lambda conn: conn.send(payloads.frame(payloads.INVALID_FIRST_FRAMES["garbage"]())),
     "sent a wrong first command": lambda conn: conn.send(payloads.frame(payloads.INVALID_FIRST_FRAMES["MSG"]())),
+    "sent a str that is not UTF-8": lambda conn: conn.send(
+        payloads.frame(payloads.INVALID_FIRST_FRAMES["RegisterCN with a key not UTF-8"]())),
     "registered and stopped reading": lambda conn: conn.send(_registration()),
 }
 
@@ -71,7 +73,7 @@ def test_bad_connection_does_not_stop_others(kit: Kit, behaviour: str) -> None:
     _serve_fresh_node(kit, good, "MST-4", f"while another connection {behaviour}", bad)
 
 
-@pytest.mark.parametrize("first_frame", ["garbage", "ACK", "empty payload"])
+@pytest.mark.parametrize("first_frame", ["garbage", "ACK", "empty payload", "RegisterCN with a key not UTF-8"])
 @pytest.mark.clause("ERR-1")
 def test_violation_ends_only_its_own_connection(kit: Kit, first_frame: str) -> None:
     """A node that connected before a bad peer's violation is still served after it."""

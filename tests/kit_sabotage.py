@@ -9,7 +9,7 @@ from __future__ import annotations
 from skyllh_cluster.conformance.session import Kit
 
 
-def _sabotaged(self: Kit, label: str = "node", patience: object = None) -> object:
+def _sabotaged(self: Kit, label: str = "node", patience: object = None, **options: object) -> object:
     raise RuntimeError("sabotaged by the self-test")
 
 

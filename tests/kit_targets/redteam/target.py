@@ -601,8 +601,7 @@ VARIANTS: Dict[str, Variant] = {
         m_registration_deadline_per_read),
     "m-stall-on-enc6": Variant("master", "6 s in the event loop to refuse an ENC-6 first frame", F({"MST-4"}), m_stall_on_enc6),
     "m-exit-on-bad-utf8": Variant(
-        "master", "process exits on invalid UTF-8 in a first frame", F({"MST-4", "ERR-1"}), m_exit_on_bad_utf8,
-        narrow=False),
+        "master", "process exits on invalid UTF-8 in a first frame", F({"MST-4", "ERR-1"}), m_exit_on_bad_utf8),
     "ok-m-small-writes": Variant("master", "at most 997 bytes per write, connections interleave", F(), ok_m_small_writes),
     "ok-m-ack-late": Variant("master", "ACK 0.3 to 0.8 s after the RegisterCN", F(), ok_m_ack_late),
     "ok-m-close-at-once": Variant("master", "plain close right after the ShutdownCN is written", F(), ok_m_close_at_once),
