@@ -43,7 +43,7 @@ from skyllh_cluster.wire.framing import encode_frame
 from .failures import ClauseFailure, Inconclusive, KitError, NoReply
 from .launcher import NodeProcess, command_line
 from .node_output import LEGACY_PREFIX, printed_lines
-from .payloads import COMMANDS_MODULE, Assembler, frame
+from .payloads import COMMANDS_MODULE, Assembler, foreign_value_ops, frame
 from .peer import WireConnection
 from .transcript import Transcript
 
@@ -192,6 +192,9 @@ def role_cases(role: str) -> List[BadFrame]:
             ("MSG holding a dict with a bytes-list tuple key", _msg(b"}\x94(C\x01a]t\x94K\x01s")),
             ("MSG holding a dict changed after a reference to it", _msg(b"}\x94(K\x01h\x06u")),
         ]
+        # A lenient decoder maps some foreign opcodes to a value: the MSG around them must still be refused (ENC-2).
+        built += [(f"MSG whose value is written with {name}", _msg(ops))
+                  for name, ops in foreign_value_ops().items() if name != "INT"]
     else:
         raise KitError(f"unknown role {role!r}")
     return [_case(label, payload) for label, payload in built]
@@ -540,10 +543,12 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
         stream += case.data + encode_frame(dumps(MSG(_marker(i))))
     node.send(bytes(stream))
     out = _await_lines(node, len(cases), max(kit.timeout, 0.5 + 0.02 * len(cases), patience))
-    verdict_lines = printed_lines(out)
-    legacy = not verdict_lines
-    if legacy:
-        verdict_lines = printed_lines(out, LEGACY_PREFIX)
+    if node.conn.peer_closed or node.process.poll() is not None:
+        # A node whose stdout is block-buffered writes its lines out only as it exits.
+        node.process.wait_exit(kit.patience)
+        out = _whole_lines(node.process.stdout_bytes())
+    verdict_lines, legacy = _value_lines(out)
+    shut_down = False
     if not verdict_lines and (node.conn.peer_closed or node.process.poll() is not None):
         status = node.process.wait_exit(kit.patience)  # it closed: its exit follows, however loaded the machine
         first_shutdown = cases[0] if cases[0].shutdown_like else None
@@ -556,12 +561,17 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
                                          "after it"))
         return cases[1:]
     if not verdict_lines and not node.conn.peer_closed and node.process.poll() is None:
-        # No line at all: the node prints no MSG lines (SCN-3), so whether it
-        # skipped the frames cannot be seen.  It is still open: carry on.
-        for case in cases:
-            result.unknown.append((case, "the node printed no MSG lines, so whether it skipped the frame cannot be seen"))
+        # No line while it runs: its stdout may be block-buffered (SCN-3 asks for a flush per line, as a SHOULD).
+        # The valid ShutdownCN ends it; its lines are judged as it left them, and a line missing then is missing.
         _final_shutdown(kit, node, result)
-        return []
+        shut_down = True
+        if node.process.poll() is not None:
+            verdict_lines, legacy = _value_lines(_whole_lines(node.process.stdout_bytes()))
+        if not verdict_lines:
+            # The node prints no MSG lines (SCN-3), so whether it skipped the frames cannot be seen.
+            for case in cases:
+                result.unknown.append((case, "the node printed no MSG lines, so whether it skipped the frame cannot be seen"))
+            return []
     seen = 0  # markers seen so far, in order
     for line in verdict_lines:
         text = _line_value(line, legacy)
@@ -575,9 +585,15 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
             result.acted.append((cases[seen], f"the node printed a value for it: {shown}"))
             # it acted on that frame; the marker after it should still come
     if seen == len(cases):
-        _final_shutdown(kit, node, result)
+        if not shut_down:
+            _final_shutdown(kit, node, result)
         return []
     case = cases[seen]
+    if shut_down:
+        # It served on to the kit's valid ShutdownCN and exited, without the marker's line.
+        result.acted.append((case, "the node served on to the final ShutdownCN but had printed no line for the "
+                                   "marker MSG after it when it exited"))
+        return cases[seen + 1 :]
     status = node.process.wait_exit(kit.patience) if node.conn.peer_closed else node.process.poll()
     if node.conn.peer_closed or status is not None:
         if case.shutdown_like and status == 0:
@@ -590,6 +606,14 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
                                  "(it may still be working on the frame)"))
     node.process.stop()
     return cases[seen + 1 :]
+
+
+def _value_lines(out: bytes) -> Tuple[List[bytes], bool]:
+    """The node's MSG value lines: the SCN-3 ones, or else the original's (then ``True``)."""
+    lines = printed_lines(out)
+    if lines:
+        return lines, False
+    return printed_lines(out, LEGACY_PREFIX), True
 
 
 def _line_value(line: bytes, legacy: bool) -> Optional[str]:

@@ -32,30 +32,6 @@ TARGET = Path(__file__).resolve().parent / "kit_targets" / "redteam" / "target.p
 #: Like the independent programs: no site-packages, so nothing of the reference can be imported.
 PYTHON = [sys.executable, "-I", "-S"]
 
-#: conformance/test_cn_behaviour.py::test_any_values_are_taken calls node.fail() after node.process.stop()
-#: has closed the node's output files; NodeProcess.output_tail (conformance/launcher.py) then seeks a closed
-#: file, and a node that prints a drawn value wrongly gets KIT ERROR (exit 3), not a CN-11 failure (exit 1).
-_SEEK_OF_CLOSED_FILE = (
-    "kit error instead of a verdict: test_any_values_are_taken fails the node after closing its output "
-    "(ValueError: seek of closed file in conformance/launcher.py NodeProcess.output_tail), exit 3 not 1"
-)
-
-#: No check sends a frame after the ShutdownCN in the same write (the node_run fixture of
-#: conformance/test_cn_registration.py ends its stream with it), though spec §8 says such frames are not acted on.
-_NOTHING_AFTER_SHUTDOWN = (
-    "CN-6 (conformance/test_cn_registration.py::test_shutdown_closes_and_exits_zero) only ever sees the "
-    "ShutdownCN as the last frame: no check writes a MSG or another frame after it in the same segment"
-)
-
-#: The compute node's ENC-2 cases (conformance/refusals.py role_cases("cn"), and invalid.json #32/#33 whose
-#: PERSID/BINPERSID payloads are not even a command) never put a foreign opcode inside a MSG that would
-#: otherwise be valid, so a decoder that maps BINSTRING, SHORT_BINSTRING or BINPERSID to a value passes.
-_LENIENT_OPCODES = (
-    "ENC-2 at the compute node: no MSG carries BINSTRING, SHORT_BINSTRING or BINPERSID where the rest of the "
-    "payload is valid (conformance/refusals.py role_cases('cn'); invalid.json #32/#33 fail CMD-1 anyway), so a "
-    "decoder that accepts them and prints the MSG passes"
-)
-
 #: Rows the kit gets wrong today: variant -> why (the check, and where it lives in conformance/).
 KNOWN_WRONG: Dict[str, str] = {
     "m-expired-served-when-several": (
@@ -80,12 +56,6 @@ KNOWN_WRONG: Dict[str, str] = {
     "m-registration-deadline-per-read": (
         "MST-7/FRM-6 (conformance/session.py Kit.judge_stall) try a silent connection and a half frame, never a "
         "trickle of bytes, which MST-7 names; a master that restarts its deadline on every read passes"),
-    "c-legacy-line-for-scalars": (
-        "SCN-3's checks pass a node that prints the original's legacy line for scalars and MSG lines for "
-        "containers (with --conformance-clause SCN-3: exit 0); a full run fails it only under CN-11, values "
-        "reported missing. spec §9: only a node printing nothing but legacy lines fails SCN-3"),
-    "c-shutdown-ignored-when-more-follows": _NOTHING_AFTER_SHUTDOWN,
-    "c-acts-after-shutdown": _NOTHING_AFTER_SHUTDOWN,
     "c-live-time-from-ack": (
         "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) ACKs at once and allows "
         "the live time plus kit.timeout (2 s); a node counting its live time from the ACK instead of cn_start_time "
@@ -94,18 +64,6 @@ KNOWN_WRONG: Dict[str, str] = {
         "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) measures from the "
         "process start and allows kit.timeout (2 s or more, stretched for a slow target) on top; a node that spends "
         "1 s starting and then counts its live time from the connect stops inside that slack"),
-    "c-master-close-exits-0": (
-        "no check closes the connection between frames while the node serves and looks at its exit status; "
-        "CN-11's body requires a non-zero status there (conformance/test_cn_behaviour.py has the checks for the "
-        "other exits: CN-4, CN-6, CN-10)"),
-    "c-protocol-1-strings": _LENIENT_OPCODES,
-    "c-binpersid-as-none": _LENIENT_OPCODES,
-    "ok-c-buffered-stdout": (
-        "exit 5, not 0: the CN gauntlet (conformance/refusals.py _one_node/_await_lines) waits for marker lines while "
-        "the node runs and calls every frame 'not judged' when none shows; a node whose stdout is block-buffered "
-        "(the default for a pipe in C and Python) prints them only at exit. SCN-3 says nothing about flushing"),
-    "c-float-15-digits": _SEEK_OF_CLOSED_FILE,
-    "c-tuple-as-list": _SEEK_OF_CLOSED_FILE,
 }
 
 
