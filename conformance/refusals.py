@@ -572,18 +572,25 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
             for case in cases:
                 result.unknown.append((case, "the node printed no MSG lines, so whether it skipped the frame cannot be seen"))
             return []
-    seen = 0  # markers seen so far, in order
-    for line in verdict_lines:
-        text = _line_value(line, legacy)
-        if text is not None and text == _marker(seen):
-            result.skipped.append(cases[seen])
-            seen += 1
-            if seen == len(cases):
-                break
-        else:
-            shown = line[:60].decode("ascii", "backslashreplace")
-            result.acted.append((cases[seen], f"the node printed a value for it: {shown}"))
-            # it acted on that frame; the marker after it should still come
+    skipped, acted, seen = _match_markers(verdict_lines, legacy, cases)
+    if seen < len(cases) and not shut_down and not node.conn.peer_closed and node.process.poll() is None:
+        # The marker's line may still sit in a block-buffered stdout: end the node with the valid
+        # ShutdownCN and judge the lines it left at exit.  One that does not close then is still at work.
+        before = result.no_shutdown
+        _final_shutdown(kit, node, result)
+        if node.process.poll() is None:
+            result.no_shutdown = before
+            result.skipped += skipped
+            result.acted += acted
+            result.unknown.append((cases[seen], "the node printed no line for the marker MSG after it within the wait "
+                                                "(it may still be working on the frame)"))
+            node.process.stop()
+            return cases[seen + 1 :]
+        shut_down = True
+        verdict_lines, legacy = _value_lines(_whole_lines(node.process.stdout_bytes()))
+        skipped, acted, seen = _match_markers(verdict_lines, legacy, cases)
+    result.skipped += skipped
+    result.acted += acted
     if seen == len(cases):
         if not shut_down:
             _final_shutdown(kit, node, result)
@@ -595,17 +602,33 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
                                    "marker MSG after it when it exited"))
         return cases[seen + 1 :]
     status = node.process.wait_exit(kit.patience) if node.conn.peer_closed else node.process.poll()
-    if node.conn.peer_closed or status is not None:
-        if case.shutdown_like and status == 0:
-            result.acted.append((case, "the node shut down with status 0 on it"))
-        else:
-            result.stopped.append((case, f"the node closed the connection (exit status {status}) after it, "
-                                         "before the marker MSG that followed"))
-        return cases[seen + 1 :]
-    result.unknown.append((case, "the node printed no line for the marker MSG after it within the wait "
-                                 "(it may still be working on the frame)"))
-    node.process.stop()
+    if case.shutdown_like and status == 0:
+        result.acted.append((case, "the node shut down with status 0 on it"))
+    else:
+        result.stopped.append((case, f"the node closed the connection (exit status {status}) after it, "
+                                     "before the marker MSG that followed"))
     return cases[seen + 1 :]
+
+
+def _match_markers(
+    lines: List[bytes], legacy: bool, cases: List[BadFrame]
+) -> Tuple[List[BadFrame], List[Tuple[BadFrame, str]], int]:
+    """The frames whose marker line came in order, those the node printed a value for, and the markers seen."""
+    skipped: List[BadFrame] = []
+    acted: List[Tuple[BadFrame, str]] = []
+    seen = 0
+    for line in lines:
+        text = _line_value(line, legacy)
+        if text is not None and text == _marker(seen):
+            skipped.append(cases[seen])
+            seen += 1
+            if seen == len(cases):
+                break
+        else:
+            shown = line[:60].decode("ascii", "backslashreplace")
+            acted.append((cases[seen], f"the node printed a value for it: {shown}"))
+            # it acted on that frame; the marker after it should still come
+    return skipped, acted, seen
 
 
 def _value_lines(out: bytes) -> Tuple[List[bytes], bool]:
