@@ -56,14 +56,6 @@ KNOWN_WRONG: Dict[str, str] = {
     "m-registration-deadline-per-read": (
         "MST-7/FRM-6 (conformance/session.py Kit.judge_stall) try a silent connection and a half frame, never a "
         "trickle of bytes, which MST-7 names; a master that restarts its deadline on every read passes"),
-    "c-live-time-from-ack": (
-        "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) ACKs at once and allows "
-        "the live time plus kit.timeout (2 s); a node counting its live time from the ACK instead of cn_start_time "
-        "stops within that slack. Delaying the ACK by more than the slack would show it"),
-    "c-live-time-from-connect": (
-        "CN-10 (conformance/test_cn_behaviour.py::test_idle_node_stops_at_its_live_time) measures from the "
-        "process start and allows kit.timeout (2 s or more, stretched for a slow target) on top; a node that spends "
-        "1 s starting and then counts its live time from the connect stops inside that slack"),
 }
 
 
