@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import tempfile
 import time
-from typing import IO, List, Optional
+from typing import IO, List, Optional, Tuple
 
 from .failures import KitError
 from .transcript import Transcript
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 PLACEHOLDERS = ("host", "port", "live_time")
 #: The most of each output stream the kit reads (and keeps after the node is stopped).
 _KEEP = 16 << 20
+_STDOUT, _STDERR = 0, 1
 
 
 def command_line(template: str, host: str, port: int, live_time: int) -> List[str]:
@@ -62,7 +63,7 @@ class NodeProcess:
             raise KitError(f"cannot start the compute node {shlex.join(argv)}: {exc}") from exc
         self.started = time.time()
         #: What the node wrote, kept by :meth:`stop` so that evidence can still be read after it.
-        self._kept: Optional[tuple] = None
+        self._kept: Optional[Tuple[bytes, bytes]] = None
         transcript.note(f"started compute node pid {self.proc.pid}: {shlex.join(argv)}")
 
     @property
@@ -85,21 +86,22 @@ class NodeProcess:
 
     def stdout_bytes(self, limit: int = 16 << 20) -> bytes:
         """What the node has written to its standard output so far (SCN-3 lines among it), at most ``limit`` bytes."""
-        return self._read(self._out, 0)[:limit]
+        return self._read(_STDOUT)[:limit]
 
     def output_tail(self, lines: int = 5) -> str:
         """The last lines the node wrote to stderr (or stdout), for evidence."""
-        for which in (1, 0):
-            text = self._read(self._err if which else self._out, which).decode("utf-8", "replace").strip()
+        for which in (_STDERR, _STDOUT):
+            text = self._read(which).decode("utf-8", "replace").strip()
             if text:
                 tail = text.splitlines()[-lines:]
                 return " | ".join(line[:200] for line in tail)
         return ""
 
-    def _read(self, stream: IO[bytes], which: int) -> bytes:
+    def _read(self, which: int) -> bytes:
         # After stop() the files are closed: a check that fails the node then still needs its output.
         if self._kept is not None:
             return self._kept[which]
+        stream = (self._out, self._err)[which]
         stream.seek(0)
         return stream.read(_KEEP)
 
@@ -113,6 +115,6 @@ class NodeProcess:
                 logger.warning("compute node pid %d did not die within 5 s of SIGKILL", self.proc.pid)
             self.transcript.note(f"kit killed compute node pid {self.proc.pid}")
         if self._kept is None:
-            self._kept = (self._read(self._out, 0), self._read(self._err, 1))
+            self._kept = (self._read(_STDOUT), self._read(_STDERR))
         self._out.close()
         self._err.close()
