@@ -11,6 +11,7 @@ full pipe), and it is always stopped by its own pid with bounded waits.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import tempfile
@@ -102,8 +103,17 @@ class NodeProcess:
         if self._kept is not None:
             return self._kept[which]
         stream = (self._out, self._err)[which]
-        stream.seek(0)
-        return stream.read(_KEEP)
+        # pread, not seek and read: the node writes through the same open file, whose offset a seek would move
+        # under it (its next line would then overwrite the first ones).
+        chunks: List[bytes] = []
+        size = 0
+        while size < _KEEP:
+            chunk = os.pread(stream.fileno(), _KEEP - size, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
     def stop(self) -> None:
         """Kill the node if it still runs (by its pid only) and release its files."""

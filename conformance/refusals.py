@@ -596,12 +596,12 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
             _final_shutdown(kit, node, result)
         return []
     case = cases[seen]
-    if shut_down:
-        # It served on to the kit's valid ShutdownCN and exited, without the marker's line.
-        result.acted.append((case, "the node served on to the final ShutdownCN but had printed no line for the "
-                                   "marker MSG after it when it exited"))
+    status = node.process.wait_exit(kit.patience) if node.conn.peer_closed or shut_down else node.process.poll()
+    if shut_down and status == 0 and not case.shutdown_like:
+        # It ended as the kit's valid ShutdownCN asks, yet left no line for the marker after this frame.
+        result.acted.append((case, "the node exited with status 0 after the final ShutdownCN but had printed no line "
+                                   "for the marker MSG after it"))
         return cases[seen + 1 :]
-    status = node.process.wait_exit(kit.patience) if node.conn.peer_closed else node.process.poll()
     if case.shutdown_like and status == 0:
         result.acted.append((case, "the node shut down with status 0 on it"))
     else:

@@ -23,3 +23,20 @@ def test_output_is_kept_when_the_node_is_stopped() -> None:
     assert node.output_tail() == "last words"
     node.stop()  # a second stop changes nothing
     assert node.output_tail() == "last words"
+
+
+_COUNTING = "import sys\nfor i in range(3000):\n    print(f'MSG {i}', flush=True)"
+
+
+def test_reading_while_the_node_writes_loses_no_line() -> None:
+    # The kit reads the node's output while the node still writes it (through the same open file).
+    node = NodeProcess([sys.executable, "-c", _COUNTING], Transcript("counting node"))
+    try:
+        for _ in range(10000):
+            node.stdout_bytes()
+            if node.poll() is not None:
+                break
+        assert node.wait_exit(30) == 0
+    finally:
+        node.stop()
+    assert node.stdout_bytes() == b"".join(f"MSG {i}\n".encode() for i in range(3000))
