@@ -312,11 +312,11 @@ def test_any_values_are_taken(kit: Kit) -> None:
 # judged last, their live time has run out meanwhile.
 @pytest.mark.clause("CN-10")
 def test_idle_node_stops_at_its_live_time(kit: Kit) -> None:
-    """A registered node whose master says nothing more stops at its live time, closing and exiting 0."""
+    """A node ACKed late, whose master then says nothing, stops at cn_start_time + cn_live_time, closing and exiting 0."""
     kit.live_time_watch().judge("idle")
 
 
 @pytest.mark.clause("CN-10")
 def test_unacknowledged_node_stops_at_its_live_time(kit: Kit) -> None:
-    """A node still waiting for its ACK stops at its live time, closing and exiting non-zero."""
+    """A node still waiting for its ACK stops at cn_start_time + cn_live_time, closing and exiting non-zero."""
     kit.live_time_watch().judge("unacknowledged")
