@@ -56,7 +56,7 @@ __all__ = ["run_both_roles", "merge_reports", "SECOND_NODE_SESSION", "node_sessi
 #: The compute-node clauses checked in the second node session: about half
 #: the role's wall time.  The receiver clauses (ENC-1 to VAL-3) share one
 #: run of bad frames, so they stay together, in the first session.
-SECOND_NODE_SESSION = ("CN-4", "CN-9", "ERR-1")
+SECOND_NODE_SESSION = ("CN-4", "CN-6", "CN-9", "ERR-1")
 
 #: Which clause outcome wins when the two roles disagree.
 _PRECEDENCE = {FAILED: 3, INCONCLUSIVE: 2, PASSED: 1, SKIPPED: 0}

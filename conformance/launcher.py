@@ -11,11 +11,12 @@ full pipe), and it is always stopped by its own pid with bounded waits.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import tempfile
 import time
-from typing import IO, List, Optional
+from typing import IO, List, Optional, Tuple
 
 from .failures import KitError
 from .transcript import Transcript
@@ -25,6 +26,9 @@ __all__ = ["command_line", "NodeProcess"]
 logger = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("host", "port", "live_time")
+#: The most of each output stream the kit reads (and keeps after the node is stopped).
+_KEEP = 16 << 20
+_STDOUT, _STDERR = 0, 1
 
 
 def command_line(template: str, host: str, port: int, live_time: int) -> List[str]:
@@ -59,6 +63,8 @@ class NodeProcess:
             self._err.close()
             raise KitError(f"cannot start the compute node {shlex.join(argv)}: {exc}") from exc
         self.started = time.time()
+        #: What the node wrote, kept by :meth:`stop` so that evidence can still be read after it.
+        self._kept: Optional[Tuple[bytes, bytes]] = None
         transcript.note(f"started compute node pid {self.proc.pid}: {shlex.join(argv)}")
 
     @property
@@ -81,20 +87,33 @@ class NodeProcess:
 
     def stdout_bytes(self, limit: int = 16 << 20) -> bytes:
         """What the node has written to its standard output so far (SCN-3 lines among it), at most ``limit`` bytes."""
-        if self._out.closed:
-            return b""
-        self._out.seek(0)
-        return self._out.read(limit)
+        return self._read(_STDOUT)[:limit]
 
     def output_tail(self, lines: int = 5) -> str:
         """The last lines the node wrote to stderr (or stdout), for evidence."""
-        for stream in (self._err, self._out):
-            stream.seek(0)
-            text = stream.read().decode("utf-8", "replace").strip()
+        for which in (_STDERR, _STDOUT):
+            text = self._read(which).decode("utf-8", "replace").strip()
             if text:
                 tail = text.splitlines()[-lines:]
                 return " | ".join(line[:200] for line in tail)
         return ""
+
+    def _read(self, which: int) -> bytes:
+        # After stop() the files are closed: a check that fails the node then still needs its output.
+        if self._kept is not None:
+            return self._kept[which]
+        stream = (self._out, self._err)[which]
+        # pread, not seek and read: the node writes through the same open file, whose offset a seek would move
+        # under it (its next line would then overwrite the first ones).
+        chunks: List[bytes] = []
+        size = 0
+        while size < _KEEP:
+            chunk = os.pread(stream.fileno(), _KEEP - size, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
 
     def stop(self) -> None:
         """Kill the node if it still runs (by its pid only) and release its files."""
@@ -105,5 +124,7 @@ class NodeProcess:
             except subprocess.TimeoutExpired:  # pragma: no cover - a kill that takes this long
                 logger.warning("compute node pid %d did not die within 5 s of SIGKILL", self.proc.pid)
             self.transcript.note(f"kit killed compute node pid {self.proc.pid}")
+        if self._kept is None:
+            self._kept = (self._read(_STDOUT), self._read(_STDERR))
         self._out.close()
         self._err.close()

@@ -33,7 +33,7 @@ from skyllh_cluster.wire.vector_json import unlimited_int_text, value_from_json,
 
 __all__ = [
     "LINE_LIMIT", "MSG_PREFIX", "LEGACY_PREFIX", "OutputVerdict", "judge_output", "printed_lines", "full_line_size",
-    "output_form", "any_value_line", "printed_tail",
+    "output_form", "any_value_line", "printed_tail", "mixed_forms",
 ]
 
 #: The longest line a node prints whole; only a longer one may be cut (SCN-3).
@@ -100,6 +100,22 @@ def output_form(stdout: bytes) -> str:
     if printed_lines(stdout, LEGACY_PREFIX):
         return "legacy"
     return "none"
+
+
+def mixed_forms(sent: int, stdout: bytes) -> Optional[str]:
+    """Evidence that a node printed the original's line instead of a `MSG <json>` line for some of ``sent`` MSGs.
+
+    SCN-3 wants one `MSG <json>` line per MSG; a node that prints that line
+    for some values and only the legacy line for others (fewer MSG lines than
+    MSGs, and legacy lines beside them) breaks the line form, not only CN-11.
+    ``None`` for a node that prints one form throughout (or both for every value).
+    """
+    json_lines = len(printed_lines(stdout))
+    legacy_lines = len(printed_lines(stdout, LEGACY_PREFIX))
+    if not json_lines or not legacy_lines or json_lines >= sent:
+        return None
+    return (f"expected a `MSG <json>` line for each of the {sent} MSGs sent, got {json_lines} of them and "
+            f"{legacy_lines} `Received general message:` lines: some values printed only in the original's form")
 
 
 # -- sizes of the full rendering -------------------------------------------------------

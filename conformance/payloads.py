@@ -19,6 +19,7 @@ send what no well-behaved encoder writes:
 
 from __future__ import annotations
 
+import pickletools
 import struct
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -43,6 +44,7 @@ __all__ = [
     "INVALID_FIRST_FRAMES",
     "invalid_registration",
     "invalid_state",
+    "foreign_value_ops",
 ]
 
 COMMANDS_MODULE = "skyllh.cluster.commands"
@@ -373,3 +375,41 @@ def split(data: bytes, cuts: List[int]) -> List[bytes]:
     """``data`` cut at the given offsets."""
     bounds = [0, *sorted(c for c in set(cuts) if 0 < c < len(data)), len(data)]
     return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+#: A small argument for each kind of pickle opcode argument that a value-pushing opcode outside the profile takes.
+_FOREIGN_ARGS: Dict[str, bytes] = {
+    "stringnl": b"'hi'\n",
+    "stringnl_noescape": b"hi\n",
+    "string1": b"\x02hi",
+    "string4": b"\x02\x00\x00\x00hi",
+    "unicodestringnl": b"hi\n",
+    "decimalnl_short": b"5\n",
+    "decimalnl_long": b"5L\n",
+    "floatnl": b"1.5\n",
+    "bytes8": b"\x02" + bytes(7) + b"hi",
+    "unicodestring8": b"\x02" + bytes(7) + b"hi",
+    "bytearray8": b"\x02" + bytes(7) + b"hi",
+}
+
+
+def foreign_value_ops() -> Dict[str, bytes]:
+    """Opcodes outside the profile (ENC-2) that stand for one value, each as the opcodes of a MSG's value.
+
+    Drawn from pickle's own opcode table: every opcode the profile lacks that
+    pushes one object from an empty stack (with a small argument of its
+    kind), and ``BINPERSID``, which turns a persistent id on the stack into
+    an object.  A lenient decoder maps some of them to a value (protocol 0/1
+    strings to str, a persistent id to None); inside an otherwise valid MSG
+    that MSG must still be refused.
+    """
+    found: Dict[str, bytes] = {}
+    for code in pickletools.opcodes:
+        if ord(code.code) in opc.PROFILE_OPCODES or code.stack_before or len(code.stack_after) != 1:
+            continue
+        if code.arg is None:
+            found[code.name] = code.code.encode("latin-1")
+        elif code.arg.name in _FOREIGN_ARGS:
+            found[code.name] = code.code.encode("latin-1") + _FOREIGN_ARGS[code.arg.name]
+    found["BINPERSID"] = b"\x8c\x02idQ"  # SHORT_BINUNICODE 'id' (in the profile), then BINPERSID
+    return found

@@ -136,7 +136,7 @@ def preflight_node(kit: Kit) -> NodeRun:
     finally:
         kit.cleanup()
     if run.registration is not None:
-        kit.calibrate_node(max(0.0, run.registered_at - run.launched_at), run.stdout)
+        kit.calibrate_node(max(0.0, run.registered_at - run.launched_at), run.stdout, run.closed_after)
         return run
     failure = run.failure
     assert failure is not None

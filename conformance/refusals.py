@@ -43,7 +43,7 @@ from skyllh_cluster.wire.framing import encode_frame
 from .failures import ClauseFailure, Inconclusive, KitError, NoReply
 from .launcher import NodeProcess, command_line
 from .node_output import LEGACY_PREFIX, printed_lines
-from .payloads import COMMANDS_MODULE, Assembler, frame
+from .payloads import COMMANDS_MODULE, Assembler, foreign_value_ops, frame
 from .peer import WireConnection
 from .transcript import Transcript
 
@@ -192,6 +192,9 @@ def role_cases(role: str) -> List[BadFrame]:
             ("MSG holding a dict with a bytes-list tuple key", _msg(b"}\x94(C\x01a]t\x94K\x01s")),
             ("MSG holding a dict changed after a reference to it", _msg(b"}\x94(K\x01h\x06u")),
         ]
+        # A lenient decoder maps some foreign opcodes to a value: the MSG around them must still be refused (ENC-2).
+        built += [(f"MSG whose value is written with {name}", _msg(ops))
+                  for name, ops in foreign_value_ops().items() if name != "INT"]
     else:
         raise KitError(f"unknown role {role!r}")
     return [_case(label, payload) for label, payload in built]
@@ -540,10 +543,12 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
         stream += case.data + encode_frame(dumps(MSG(_marker(i))))
     node.send(bytes(stream))
     out = _await_lines(node, len(cases), max(kit.timeout, 0.5 + 0.02 * len(cases), patience))
-    verdict_lines = printed_lines(out)
-    legacy = not verdict_lines
-    if legacy:
-        verdict_lines = printed_lines(out, LEGACY_PREFIX)
+    if node.conn.peer_closed or node.process.poll() is not None:
+        # A node whose stdout is block-buffered writes its lines out only as it exits.
+        node.process.wait_exit(kit.patience)
+        out = _whole_lines(node.process.stdout_bytes())
+    verdict_lines, legacy = _value_lines(out)
+    shut_down = False
     if not verdict_lines and (node.conn.peer_closed or node.process.poll() is not None):
         status = node.process.wait_exit(kit.patience)  # it closed: its exit follows, however loaded the machine
         first_shutdown = cases[0] if cases[0].shutdown_like else None
@@ -556,40 +561,82 @@ def _one_node(kit: Any, cases: List[BadFrame], result: Gauntlet, label: str, pat
                                          "after it"))
         return cases[1:]
     if not verdict_lines and not node.conn.peer_closed and node.process.poll() is None:
-        # No line at all: the node prints no MSG lines (SCN-3), so whether it
-        # skipped the frames cannot be seen.  It is still open: carry on.
-        for case in cases:
-            result.unknown.append((case, "the node printed no MSG lines, so whether it skipped the frame cannot be seen"))
+        # No line while it runs: its stdout may be block-buffered (SCN-3 asks for a flush per line, as a SHOULD).
+        # The valid ShutdownCN ends it; its lines are judged as it left them, and a line missing then is missing.
         _final_shutdown(kit, node, result)
+        shut_down = True
+        if node.process.poll() is not None:
+            verdict_lines, legacy = _value_lines(_whole_lines(node.process.stdout_bytes()))
+        if not verdict_lines:
+            # The node prints no MSG lines (SCN-3), so whether it skipped the frames cannot be seen.
+            for case in cases:
+                result.unknown.append((case, "the node printed no MSG lines, so whether it skipped the frame cannot be seen"))
+            return []
+    skipped, acted, seen = _match_markers(verdict_lines, legacy, cases)
+    if seen < len(cases) and not shut_down and not node.conn.peer_closed and node.process.poll() is None:
+        # The marker's line may still sit in a block-buffered stdout: end the node with the valid
+        # ShutdownCN and judge the lines it left at exit.  One that does not close then is still at work.
+        before = result.no_shutdown
+        _final_shutdown(kit, node, result)
+        if node.process.poll() is None:
+            result.no_shutdown = before
+            result.skipped += skipped
+            result.acted += acted
+            result.unknown.append((cases[seen], "the node printed no line for the marker MSG after it within the wait "
+                                                "(it may still be working on the frame)"))
+            node.process.stop()
+            return cases[seen + 1 :]
+        shut_down = True
+        verdict_lines, legacy = _value_lines(_whole_lines(node.process.stdout_bytes()))
+        skipped, acted, seen = _match_markers(verdict_lines, legacy, cases)
+    result.skipped += skipped
+    result.acted += acted
+    if seen == len(cases):
+        if not shut_down:
+            _final_shutdown(kit, node, result)
         return []
-    seen = 0  # markers seen so far, in order
-    for line in verdict_lines:
+    case = cases[seen]
+    status = node.process.wait_exit(kit.patience) if node.conn.peer_closed or shut_down else node.process.poll()
+    if shut_down and status == 0 and not case.shutdown_like:
+        # It ended as the kit's valid ShutdownCN asks, yet left no line for the marker after this frame.
+        result.acted.append((case, "the node exited with status 0 after the final ShutdownCN but had printed no line "
+                                   "for the marker MSG after it"))
+        return cases[seen + 1 :]
+    if case.shutdown_like and status == 0:
+        result.acted.append((case, "the node shut down with status 0 on it"))
+    else:
+        result.stopped.append((case, f"the node closed the connection (exit status {status}) after it, "
+                                     "before the marker MSG that followed"))
+    return cases[seen + 1 :]
+
+
+def _match_markers(
+    lines: List[bytes], legacy: bool, cases: List[BadFrame]
+) -> Tuple[List[BadFrame], List[Tuple[BadFrame, str]], int]:
+    """The frames whose marker line came in order, those the node printed a value for, and the markers seen."""
+    skipped: List[BadFrame] = []
+    acted: List[Tuple[BadFrame, str]] = []
+    seen = 0
+    for line in lines:
         text = _line_value(line, legacy)
         if text is not None and text == _marker(seen):
-            result.skipped.append(cases[seen])
+            skipped.append(cases[seen])
             seen += 1
             if seen == len(cases):
                 break
         else:
             shown = line[:60].decode("ascii", "backslashreplace")
-            result.acted.append((cases[seen], f"the node printed a value for it: {shown}"))
+            acted.append((cases[seen], f"the node printed a value for it: {shown}"))
             # it acted on that frame; the marker after it should still come
-    if seen == len(cases):
-        _final_shutdown(kit, node, result)
-        return []
-    case = cases[seen]
-    status = node.process.wait_exit(kit.patience) if node.conn.peer_closed else node.process.poll()
-    if node.conn.peer_closed or status is not None:
-        if case.shutdown_like and status == 0:
-            result.acted.append((case, "the node shut down with status 0 on it"))
-        else:
-            result.stopped.append((case, f"the node closed the connection (exit status {status}) after it, "
-                                         "before the marker MSG that followed"))
-        return cases[seen + 1 :]
-    result.unknown.append((case, "the node printed no line for the marker MSG after it within the wait "
-                                 "(it may still be working on the frame)"))
-    node.process.stop()
-    return cases[seen + 1 :]
+    return skipped, acted, seen
+
+
+def _value_lines(out: bytes) -> Tuple[List[bytes], bool]:
+    """The node's MSG value lines: the SCN-3 ones, or else the original's (then ``True``)."""
+    lines = printed_lines(out)
+    if lines:
+        return lines, False
+    return printed_lines(out, LEGACY_PREFIX), True
 
 
 def _line_value(line: bytes, legacy: bool) -> Optional[str]:

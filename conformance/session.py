@@ -46,6 +46,13 @@ STARTUP_FACTOR = 10.0
 #: The shortest live time given to the nodes of the CN-10 checks (whole
 #: seconds); a node that starts slowly gets more (see :class:`LiveTimeWatch`).
 SHORT_LIVE_TIME = 3
+#: The idle CN-10 node gets its ACK this many seconds before its live time
+#: ends (delayed until then), so that a node counting from the ACK is late by
+#: nearly its whole live time.
+ACK_BEFORE_END = 1.0
+#: How late after ``cn_start_time + cn_live_time`` a CN-10 node may close (seconds), before stretching
+#: for its measured close latency; under a second, as a node counting from its connect is that late.
+LIVE_TIME_SLACK = 0.75
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +114,8 @@ class Kit:
         )
         #: Seconds from launching a compute node under test to its RegisterCN (pre-flight).
         self.node_startup = 0.0
+        #: Seconds from the pre-flight's ShutdownCN to the node's close (its close latency).
+        self.node_close = 0.0
         #: How the compute node under test prints MSG values: "json" (SCN-3
         #: lines), "legacy" (the original's lines) or "none"; ``None`` until known.
         self.node_output_form: Optional[str] = None
@@ -124,17 +133,20 @@ class Kit:
         self.latency = max(self.latency, latency)
         logger.info("target reply latency %.4f s: timeout %.2f s, patience %.2f s", latency, self.timeout, self.patience)
 
-    def calibrate_node(self, startup: float, stdout: bytes) -> None:
+    def calibrate_node(self, startup: float, stdout: bytes, close: Optional[float] = None) -> None:
         """Adapt the waits to the compute node's start-up time, and learn how it prints MSG values.
 
         ``startup`` is the seconds from launching the pre-flight node to its
-        RegisterCN; ``stdout`` is what that node printed for the scenario.
+        RegisterCN; ``stdout`` is what that node printed for the scenario;
+        ``close`` the seconds from its ShutdownCN to its close, if it closed.
         A node that took ``startup`` seconds to start gets replies waited for
         ``STARTUP_FACTOR`` times that, within the same bounds as :meth:`calibrate`.
         """
         from .node_output import output_form
 
         self.node_startup = max(self.node_startup, startup)
+        if close is not None:
+            self.node_close = max(self.node_close, close)
         self.node_output_form = output_form(stdout)
         logger.info("compute node start-up %.3f s, output %s: timeout %.2f s", startup, self.node_output_form, self.timeout)
 
@@ -506,24 +518,31 @@ class Kit:
 class LiveTimeWatch:
     """Two compute nodes with a short live time, watched side by side in the background (CN-10).
 
-    One is sent its ACK and then nothing; the other is never sent its ACK.
-    Both must close the connection once their live time has passed (the ACKed
-    one exits 0, the other non-zero).  Each node is watched by its own
-    thread, which records when the node closed and how it exited; a check
-    then only reads the record.  So the live time runs out while the kit's
-    other checks run, instead of being waited for twice in a row.
+    One is sent its ACK late, :data:`ACK_BEFORE_END` seconds before its live
+    time ends, and then nothing; the other is never sent its ACK.  Both must
+    close the connection at ``cn_start_time + cn_live_time``, as each node
+    reported them in its RegisterCN (the ACKed one exits 0, the other
+    non-zero), within a slack well under the ACK's delay: a node that counts
+    its live time from the ACK, or from its connect, is late by more.  Each
+    node is watched by its own thread, which sends the late ACK and records
+    when the node closed and how it exited; a check then only reads the
+    record.  So the live time runs out while the kit's other checks run,
+    instead of being waited for twice in a row.
     """
 
     KINDS = ("idle", "unacknowledged")
 
     def __init__(self, kit: Kit) -> None:
         self.kit = kit
-        # The ACK must reach the idle node well before its live time ends,
-        # which the node counts from its own start, truncated to a second.
+        # The late ACK must leave a good part of the live time before it, and reach
+        # the idle node well before the end, which a slow node's registration delays.
         self.live_time = max(SHORT_LIVE_TIME, math.ceil(4 * kit.node_startup) + 2)
+        #: How late after its end a node may close: small beside the ACK's delay, stretched for a slow close.
+        self.slack = round(min(LIVE_TIME_SLACK + 2 * kit.node_close, (self.live_time - ACK_BEFORE_END) / 2), 2)
         self.ack_sent: Optional[float] = None
         self.nodes: "dict[str, NodeUnderTest]" = {}
-        self.closed: "dict[str, Optional[float]]" = {}  # seconds after the node's start; None: not closed
+        self.ends: "dict[str, float]" = {}  # cn_start_time + cn_live_time, as registered (Unix time)
+        self.closed: "dict[str, Optional[float]]" = {}  # seconds after the node's end; None: not closed
         self.limit: "dict[str, float]" = {}
         self.frames: "dict[str, List[Frame]]" = {}
         self.status: "dict[str, Optional[int]]" = {}
@@ -532,27 +551,33 @@ class LiveTimeWatch:
         for kind in self.KINDS:
             try:
                 node = kit.start_node(self.live_time, label=f"{kind} node, live time {self.live_time} s", for_the_run=True)
-                node.register()
-                if kind == "idle":
-                    node.send(command_frame(ACK()))
-                    self.ack_sent = time.time()
+                registration = node.register()
             except ClauseFailure as failure:
                 self.errors[kind] = failure
                 continue
             self.nodes[kind] = node
+            # A start time far from the kit's clock breaks CN-2; the waits stay bounded all the same.
+            self.ends[kind] = min(registration.cn_start_time + registration.cn_live_time,
+                                  node.process.started + self.live_time + 2)
             thread = threading.Thread(target=self._watch, args=(kind, node), name=f"CN-10 {kind} node", daemon=True)
             self._threads[kind] = thread
             thread.start()
 
     def _watch(self, kind: str, node: "NodeUnderTest") -> None:
-        left = node.process.started + self.live_time - time.time()
-        limit = round(max(left, 0.0) + self.kit.timeout, 1)
-        self.limit[kind] = limit
+        end = self.ends[kind]
         try:
+            if kind == "idle":
+                time.sleep(max(0.0, end - ACK_BEFORE_END - time.time()))
+                node.transcript.note(f"ACK delayed to {ACK_BEFORE_END:g} s before cn_start_time + cn_live_time")
+                node.send(command_frame(ACK()))
+                self.ack_sent = time.time()
+            limit = round(max(end + self.slack - time.time(), 0.0), 2)
+            self.limit[kind] = limit
             self.frames[kind] = node.conn.wait_closed(limit)
-            self.closed[kind] = time.time() - node.process.started
+            self.closed[kind] = time.time() - end
         except NoReply:
             self.closed[kind] = None
+            return
         except ClauseFailure as failure:
             self.errors[kind] = failure
             return
@@ -576,18 +601,19 @@ class LiveTimeWatch:
         if thread.is_alive():  # pragma: no cover - the watch's own waits are bounded
             raise Inconclusive(f"the kit's watch of the {kind} node did not end", transcripts=[node.transcript])
         acked = kind == "idle"
-        what = f"when its live time of {self.live_time} s has passed" + ("" if acked else " without an ACK")
-        # The node's own start is after the kit launched it; its live time runs
-        # from that start truncated to a second: at least live_time - 1 s from launch.
-        if acked and self.ack_sent is not None and self.ack_sent > node.process.started + self.live_time - 2:
+        end = self.ends[kind]
+        what = (f"at cn_start_time + cn_live_time ({self.live_time} s), as it registered them"
+                + (f", its ACK sent {ACK_BEFORE_END:g} s before" if acked else " without an ACK"))
+        if acked and (self.ack_sent is None or self.ack_sent > end - ACK_BEFORE_END / 2):
+            late = "never" if self.ack_sent is None else f"{end - self.ack_sent:.2f} s before its live time ended"
             raise Inconclusive(
-                f"the node took so long to register that the ACK left the kit {self.ack_sent - node.process.started:.1f} s "
-                f"after its launch, less than a second before its live time of {self.live_time} s could end",
+                f"the node registered so late that its ACK left the kit {late}, too close to the end to judge",
                 transcripts=[node.transcript],
             )
         if self.closed.get(kind) is None:
             raise node.fail(
-                f"expected the node to close the connection {what}, got it still open after {self.limit[kind]:g} s",
+                f"expected the node to close the connection {what}, within {self.slack:g} s, got it still open "
+                f"{self.slack:g} s after",
                 kind=NoReply,
             )
         if self.frames.get(kind):

@@ -155,6 +155,46 @@ def test_undecodable_frame_is_skipped(kit: Kit, name: str) -> None:
     _printed_exactly(kit, node, [1, 2], f"around a {name}", "CN-9")
 
 
+@pytest.mark.parametrize("when", ["same write", "later write"])
+@pytest.mark.clause("CN-6")
+def test_frames_after_shutdown_are_not_acted_on(kit: Kit, when: str) -> None:
+    """A MSG after the ShutdownCN (in the same write, or a later one) is not acted on: the node closes, exits 0, and prints only the MSG before."""
+    node = kit.start_node()
+    node.register()
+    head = ACK_FRAME + command_frame(MSG("before the shutdown")) + SHUTDOWN_FRAME
+    # No second ShutdownCN after the MSG: a node that skipped the first must be seen not to close.
+    tail = command_frame(MSG("after the shutdown"))
+    if when == "same write":
+        node.send(head + tail)
+    else:
+        node.send(head)
+        node.send(tail)  # a node that already closed makes this a noted no-op
+    what = f"followed by a MSG in the {when}"
+    _ends_well(kit, node, what, "CN-6")
+    _printed_exactly(kit, node, ["before the shutdown"], f"before a ShutdownCN {what}", "CN-6")
+
+
+@pytest.mark.clause("CN-11")
+def test_master_close_while_serving_exits_non_zero(kit: Kit) -> None:
+    """A master that ends the stream between two frames while the node serves makes it close and exit non-zero."""
+    node = kit.start_node()
+    node.register()
+    node.send(ACK_FRAME + command_frame(MSG("served before the close")))
+    node.conn.shutdown_write()
+    what = "after the master ended the stream between frames"
+    node.closes_within(kit.patience, what)
+    status = node.exits_within(kit.patience, what)
+    # Only a node seen serving (the MSG printed) was closed on between frames while it served.
+    verdict = judge_output(["served before the close"], node.process.stdout_bytes())
+    if not verdict.ok:
+        raise Inconclusive(f"the node's lines do not show that it served the MSG before the close "
+                           f"({verdict.inconclusive or (verdict.failure or ('', ''))[1]}); exit status {status}",
+                           transcripts=node.transcripts())
+    if status == 0:
+        raise node.fail(f"expected a non-zero exit status {what} (it was neither shut down nor out of live time), "
+                        f"got 0 after printing: {printed_tail(node.process.stdout_bytes())}")
+
+
 @pytest.mark.clause("FRM-4")
 def test_frames_split_and_coalesced(kit: Kit) -> None:
     """The scenario's frames cut at any bytes, with pauses, or one byte per write, are all taken."""
@@ -272,11 +312,11 @@ def test_any_values_are_taken(kit: Kit) -> None:
 # judged last, their live time has run out meanwhile.
 @pytest.mark.clause("CN-10")
 def test_idle_node_stops_at_its_live_time(kit: Kit) -> None:
-    """A registered node whose master says nothing more stops at its live time, closing and exiting 0."""
+    """A node ACKed late, whose master then says nothing, stops at cn_start_time + cn_live_time, closing and exiting 0."""
     kit.live_time_watch().judge("idle")
 
 
 @pytest.mark.clause("CN-10")
 def test_unacknowledged_node_stops_at_its_live_time(kit: Kit) -> None:
-    """A node still waiting for its ACK stops at its live time, closing and exiting non-zero."""
+    """A node still waiting for its ACK stops at cn_start_time + cn_live_time, closing and exiting non-zero."""
     kit.live_time_watch().judge("unacknowledged")

@@ -14,7 +14,7 @@ from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import RegisterCN
 
 from skyllh_cluster.conformance.failures import Inconclusive
-from skyllh_cluster.conformance.node_output import judge_output
+from skyllh_cluster.conformance.node_output import judge_output, mixed_forms
 from skyllh_cluster.conformance.scenario_checks import NodeRun
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 
@@ -149,6 +149,9 @@ def test_prints_one_line_per_msg(node_run: NodeRun) -> None:
     verdict = _printed_verdict(node_run)
     if verdict.failure is not None and verdict.failure[0] == "SCN-3":
         raise node_run.fail(verdict.failure[1])
+    mixed = mixed_forms(len(SCENARIO_PAYLOADS), node_run.stdout)
+    if mixed is not None:
+        raise node_run.fail(mixed)
     if verdict.form == "legacy":
         raise node_run.fail(
             "expected `MSG <json>` lines, got only the original's `Received general message: ...` lines "

@@ -688,6 +688,13 @@ def invalid_file() -> VectorFile:  # noqa: C901 - a table
     t = out.group("EncodeRefusal", "hand-written", "Values the encoder must refuse, second set (ENC-6; generator version 3)")
     out.invalid(t, f"MSG of a dict of {MAX_SAME_HASH_KEYS + 1} int keys that all hash to 0", "ENC-6",
                 "too many keys of one hash to send", ["EncodeOnly", "Limits"], command=_one_hash_json(MAX_SAME_HASH_KEYS + 1))
+    # Appended so that earlier tcIds stay as they were: a lenient decoder maps these to a value, so a MSG
+    # that is valid around them must still be refused.
+    t = out.group("InvalidPayload", "hand-written", "Opcodes outside the profile inside an otherwise valid MSG (ENC-2)")
+    for name, value_ops in [("BINSTRING", b"T\x02\x00\x00\x00hi"), ("SHORT_BINSTRING", b"U\x02hi"),
+                            ("PERSID", b"Phi\n"), ("BINPERSID", b"\x8c\x02idQ")]:
+        out.invalid(t, f"MSG whose value is written with {name}", "ENC-2", "not in the profile", ["ForbiddenOpcode"],
+                    payload=msg_with(value_ops))
     return out
 
 

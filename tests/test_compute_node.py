@@ -248,8 +248,9 @@ def test_a_reply_that_is_not_an_ack_refuses_the_registration(master, reply) -> N
 
 
 def test_a_silent_master_does_not_keep_the_node_past_its_live_time(master) -> None:
-    node = NodeThread(master.port, live_time=1)
-    conn = master.accept_registration(1, node.started_at)
+    # 2 s: the live time runs from the start truncated to a second (CN-10), so 1 s may leave no time for the ACK.
+    node = NodeThread(master.port, live_time=2)
+    conn = master.accept_registration(2, node.started_at)
     conn.sendall(ACK_FRAME)
     node.finish()
     assert node.error is None
@@ -472,8 +473,8 @@ def test_an_unknown_output_format_is_a_value_error() -> None:
 
 
 def test_live_time_end_prints_the_originals_line(master, capsys) -> None:
-    node = NodeThread(master.port, live_time=1, on_message=None, echo=True)
-    conn = master.accept_registration(1, node.started_at)
+    node = NodeThread(master.port, live_time=2, on_message=None, echo=True)
+    conn = master.accept_registration(2, node.started_at)
     conn.sendall(ACK_FRAME)
     node.finish()
     assert node.result is Stop.LIVE_TIME_OVER
@@ -698,9 +699,9 @@ def test_program_with_legacy_output_prints_the_originals_lines(master) -> None:
 
 def test_program_exits_0_when_its_live_time_ends_under_a_silent_master(master) -> None:
     started = time.time()
-    proc = start_program("127.0.0.1", str(master.port), "--live-time", "1")
+    proc = start_program("127.0.0.1", str(master.port), "--live-time", "2")
     try:
-        conn = master.accept_registration(1, started)
+        conn = master.accept_registration(2, started)
         conn.sendall(ACK_FRAME)
     finally:
         status, out, err = finish_program(proc)

@@ -20,8 +20,8 @@ from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.scenario import SCENARIO_PAYLOADS
 from skyllh_cluster.wire.vector_json import value_to_json
 
-from skyllh_cluster.conformance import refusals
-from skyllh_cluster.conformance.node_output import LINE_LIMIT, full_line_size, judge_output
+from skyllh_cluster.conformance import payloads, refusals
+from skyllh_cluster.conformance.node_output import LINE_LIMIT, full_line_size, judge_output, mixed_forms
 
 
 def _lines(values: List[Any]) -> bytes:
@@ -93,6 +93,25 @@ def test_legacy_lines_are_judged_as_far_as_str_allows() -> None:
     assert judge_output([1], b"Received general message: True\n").failure[0] == "CN-11"
     multi = judge_output(["a\nb"], b"Received general message: a\nb\n")
     assert multi.failure is None and multi.inconclusive is not None
+
+
+def test_legacy_lines_for_some_values_and_msg_lines_for_others_are_mixed_forms() -> None:
+    values = ["a", [1], 2.5]
+    mixed = b"Received general message: a\n" + _lines([[1]]) + b"Received general message: 2.5\n"
+    assert mixed_forms(len(values), mixed) is not None
+    both = b"".join(b"Received general message: " + str(v).encode() + b"\n" + _lines([v]) for v in values)
+    assert mixed_forms(len(values), both) is None
+    assert mixed_forms(len(values), _lines(values)) is None
+    assert mixed_forms(len(values), b"".join(b"Received general message: " + str(v).encode() + b"\n" for v in values)) is None
+
+
+def test_foreign_opcodes_in_a_msg_are_refused_under_enc2() -> None:
+    ops = payloads.foreign_value_ops()
+    assert {"BINSTRING", "SHORT_BINSTRING", "PERSID", "BINPERSID"} <= set(ops)
+    cases = {c.label: c for c in refusals.role_cases("cn")}
+    for name in ops:
+        if name != "INT":  # the kit's own "MSG with its value written with INT" stands for it
+            assert cases[f"MSG whose value is written with {name}"].clause == "ENC-2", name
 
 
 def test_every_bad_frame_the_kit_sends_is_refused_under_its_clause() -> None:

@@ -292,7 +292,8 @@ class ComputeNode:
         self.output = OutputFormat(output)
 
         self._start_time = time.time()
-        self._conn = Connection(Role.COMPUTE_NODE, start_time=self._start_time, live_time=self._live_time)
+        # CN-10: the live time runs from cn_start_time as registered, the start truncated to a whole second.
+        self._conn = Connection(Role.COMPUTE_NODE, start_time=int(self._start_time), live_time=self._live_time)
         try:
             self._register()
         except BaseException:
