@@ -629,30 +629,26 @@ class LiveTimeWatch:
 
 def _accept_raw_from(listener: Listener, process: NodeProcess, transcript: Transcript, limit: float) -> socket.socket:
     """Like :func:`_accept_from`, without TLS: the accepted socket as it is."""
+    return _accept_from(listener, process, transcript, limit, accept=listener.accept_raw)
+
+
+def _accept_from(
+    listener: Listener,
+    process: NodeProcess,
+    transcript: Transcript,
+    limit: float,
+    accept: Optional[Callable[[Transcript, float], Any]] = None,
+) -> Any:
+    """Accept the node's connection, noticing at once if the node exits instead.
+
+    ``accept`` is how (default: the listener's, TLS included when the kit is in TLS mode).
+    """
+    accept = listener.accept if accept is None else accept
     deadline = time.monotonic() + limit
     while True:
         left = deadline - time.monotonic()
         try:
-            return listener.accept_raw(transcript, min(0.1, max(left, 0.0)))
-        except NoReply:
-            status = process.poll()
-            if status is not None or left <= 0:
-                tail = process.output_tail()
-                got = f"exit status {status} before it connected" if status is not None else f"no connection within {limit:g} s"
-                raise NeverConnected(
-                    f"expected the compute node to connect, got {got}" + (f"; it said: {tail}" if tail else ""),
-                    clause="CN-1",
-                    transcripts=[transcript],
-                ) from None
-
-
-def _accept_from(listener: Listener, process: NodeProcess, transcript: Transcript, limit: float) -> WireConnection:
-    """Accept the node's connection, noticing at once if the node exits instead."""
-    deadline = time.monotonic() + limit
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            return listener.accept(transcript, min(0.1, max(left, 0.0)))
+            return accept(transcript, min(0.1, max(left, 0.0)))
         except NoReply:
             status = process.poll()
             if status is not None:
