@@ -21,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 
 from .transcript import Transcript
 
-__all__ = ["ClauseFailure", "NoReply", "NeverConnected", "Inconclusive", "KitError", "TargetUnreachable"]
+__all__ = ["ClauseFailure", "NoReply", "NeverConnected", "Inconclusive", "KitError"]
 
 
 class ClauseFailure(AssertionError):
@@ -105,7 +105,3 @@ class Inconclusive(Exception):
 
 class KitError(RuntimeError):
     """The kit could not do its job (for example, it could not bind a port)."""
-
-
-class TargetUnreachable(KitError):
-    """The target under test could not be reached at all (no listener, no process)."""

@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
-__all__ = ["Level", "Role", "Clause", "CLAUSES", "clause"]
+__all__ = ["Level", "Role", "Clause", "CLAUSES"]
 
 
 class Level(str, enum.Enum):
@@ -115,8 +115,3 @@ _TABLE: Tuple[Clause, ...] = (
 CLAUSES: Dict[str, Clause] = {c.id: c for c in _TABLE}
 if len(CLAUSES) != len(_TABLE):  # pragma: no cover - guards the table above
     raise AssertionError("duplicate clause ID in the clause table")
-
-
-def clause(clause_id: str) -> Clause:
-    """Return the clause with this ID; raise ``KeyError`` for an unknown ID."""
-    return CLAUSES[clause_id]
