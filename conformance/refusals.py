@@ -27,6 +27,7 @@ clause a target failed to enforce.
 
 from __future__ import annotations
 
+import itertools
 import json
 import select
 import time
@@ -362,13 +363,33 @@ def sweep_master(kit: Any, cases: Sequence[BadFrame]) -> MasterSweep:
     # original) resets frames it never read.  Those are sent again, one at a
     # time, so that each verdict is about its own frame and does not depend on
     # what the batch held.
-    reset = [case for case in sweep.refused if case in sweep.reset]
+    reset = _resend_order([case for case in sweep.refused if case in sweep.reset], cases, sweep)
     sweep.refused = [case for case in sweep.refused if case not in sweep.reset]
     for case in reset[:MAX_RESENT]:
         _resend(kit, case, sweep)
     sweep.unsent.extend((case, f"reset unread, and past the {MAX_RESENT} frames the kit sends again") for case in reset[MAX_RESENT:])
     sweep.honest = _honest_node_served(kit)
     return sweep
+
+
+def _resend_order(reset: List[BadFrame], cases: Sequence[BadFrame], sweep: MasterSweep) -> List[BadFrame]:
+    """The reset frames in the order they are sent again: clauses taking turns, undecided clauses first.
+
+    Which frames a master resets unread depends on timing; with more of them
+    than :data:`MAX_RESENT`, the ones sent again must not: each clause's
+    frames take turns (in the order of ``cases``), and clauses with no frame
+    answered yet go first.  So every clause gets its frames sent alone before
+    any clause gets a second one, and the verdicts do not depend on the order
+    in which the resets arrived.
+    """
+    position = {id(case): index for index, case in enumerate(cases)}
+    answered = {case.clause for case, _, _ in sweep.answered}
+    by_clause: Dict[str, List[BadFrame]] = {}
+    for case in sorted(reset, key=lambda c: position[id(c)]):
+        by_clause.setdefault(case.clause, []).append(case)
+    clauses = sorted(by_clause, key=lambda clause: (clause in answered, position[id(by_clause[clause][0])]))
+    turns = itertools.zip_longest(*(by_clause[clause] for clause in clauses))
+    return [case for turn in turns for case in turn if case is not None]
 
 
 def _resend(kit: Any, case: BadFrame, sweep: MasterSweep, attempts: int = RESEND_ATTEMPTS) -> None:
