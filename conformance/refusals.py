@@ -45,7 +45,7 @@ from .failures import ClauseFailure, Inconclusive, KitError, NoReply
 from .launcher import NodeProcess, command_line
 from .node_output import LEGACY_PREFIX, printed_lines
 from .payloads import COMMANDS_MODULE, Assembler, foreign_value_ops, frame
-from .peer import WireConnection
+from .peer import WireConnection, describe
 from .transcript import Transcript
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "run_first_replies",
     "FirstReply",
     "judge_gauntlet",
+    "first_frame_text",
 ]
 
 #: The clauses a receiver must enforce (issue: receivers tested as hard as senders).
@@ -313,6 +314,16 @@ def extreme_values() -> List[Tuple[str, Any]]:
         ("a 2 KB value of 340,000 shared references", [row] * 340),
         ("-(2**70000)", -(2**70000)),
     ]
+
+
+def first_frame_text(data: bytes) -> str:
+    """What a target sent back, for an evidence line: its first frame decoded (bounded), or its bytes."""
+    if len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "little"):
+        return f"{len(data)} bytes: {data[:16].hex()}"
+    try:
+        return describe(loads_checked(data[2 : 2 + int.from_bytes(data[:2], "little")]))
+    except ProtocolError as error:
+        return f"an undecodable frame ({error.clause})"
 
 
 # -- master: invalid first frames ----------------------------------------------------------

@@ -20,14 +20,14 @@ from typing import Dict
 
 import pytest
 
-from skyllh_cluster.codec import dumps, loads_checked
+from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import ACK, RegisterCN
-from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.wire.framing import encode_frame
 
 from skyllh_cluster.conformance.failures import Inconclusive, NoReply
 from skyllh_cluster.conformance.refusals import (
     RECEIVER_CLAUSES,
+    first_frame_text,
     MasterSweep,
     invalid_vectors,
     role_cases,
@@ -46,15 +46,6 @@ def _sweep(kit: Kit) -> MasterSweep:
     return _SWEEPS[id(kit)]
 
 
-def _first_frame_text(data: bytes) -> str:
-    if len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "little"):
-        return f"{len(data)} bytes: {data[:16].hex()}"
-    try:
-        return repr(loads_checked(data[2 : 2 + int.from_bytes(data[:2], "little")]))[:60]
-    except ProtocolError as error:
-        return f"an undecodable frame ({error.clause})"
-
-
 @pytest.mark.parametrize("clause_id", [pytest.param(c, marks=pytest.mark.clause(c), id=c) for c in RECEIVER_CLAUSES])
 def test_invalid_first_frames_are_refused(kit: Kit, clause_id: str) -> None:
     """Every first frame that breaks this clause (spec vectors and the kit's RegisterCN cases) gets nothing back and is closed."""
@@ -62,7 +53,7 @@ def test_invalid_first_frames_are_refused(kit: Kit, clause_id: str) -> None:
     if sweep.answered:
         case, conn, got = sweep.answered[0]
         raise conn.fail(
-            f"expected no reply to a first frame breaking {clause_id} ({case.label}), got {_first_frame_text(got)}"
+            f"expected no reply to a first frame breaking {clause_id} ({case.label}), got {first_frame_text(got)}"
             + (f"; {len(sweep.answered) - 1} more such frames were answered too" if len(sweep.answered) > 1 else "")
         )
     if sweep.left_open:

@@ -13,24 +13,14 @@ import time
 
 import pytest
 
-from skyllh_cluster.codec import dumps, loads_checked
+from skyllh_cluster.codec import dumps
 from skyllh_cluster.commands import RegisterCN
-from skyllh_cluster.errors import ProtocolError
 from skyllh_cluster.wire.framing import encode_frame
 
 from skyllh_cluster.conformance.failures import ClauseFailure, NoReply
-from skyllh_cluster.conformance.refusals import hostile_cases
+from skyllh_cluster.conformance.refusals import first_frame_text, hostile_cases
 from skyllh_cluster.conformance.scenario_checks import order_mismatch, run_master_scenario
 from skyllh_cluster.conformance.session import Kit
-
-
-def _first_frame_text(data: bytes) -> str:
-    if len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "little"):
-        return f"{len(data)} bytes: {data[:16].hex()}"
-    try:
-        return repr(loads_checked(data[2 : 2 + int.from_bytes(data[:2], "little")]))[:60]
-    except ProtocolError as error:
-        return f"an undecodable frame ({error.clause})"
 
 
 @pytest.mark.parametrize("index", range(4), ids=["5001-digit-int-key", "10^6-shared-references", "colliding-keys", "65000-deep-key"])
@@ -59,6 +49,6 @@ def test_hostile_first_frame_does_not_stop_others(kit: Kit, index: int) -> None:
     except NoReply:
         raise bad.fail(f"expected the master to close the connection after {case.label}, got it open", clause="MST-3", kind=NoReply) from None
     if frames or bad.transcript.bytes_in("<-"):
-        raise bad.fail(f"expected no reply to {case.label}, got {_first_frame_text(bad.transcript.bytes_in('<-'))}", clause=case.clause)
+        raise bad.fail(f"expected no reply to {case.label}, got {first_frame_text(bad.transcript.bytes_in('<-'))}", clause=case.clause)
 
 

@@ -50,3 +50,17 @@ def test_msg_refuses_a_value_it_could_never_send() -> None:
     with pytest.raises(LocalProtocolError) as info:
         MSG({1, 2})
     assert info.value.clause == "VAL-1"
+
+
+def test_repr_is_bounded_for_any_value_a_peer_can_send() -> None:
+    # repr(10**5000) raises under the interpreter's int digit limit, and a value of
+    # 10^6 shared references would repr to megabytes; a command's repr is at most
+    # about 200 characters a field, and says what it cut.
+    assert repr(MSG("hello")) == "MSG(msg='hello')"
+    assert repr(MSG({"a": (1, 2.5, None, b"x")})) == "MSG(msg={'a': (1, 2.5, None, b'x')})"
+    assert repr(MSG(10**5000)) == "MSG(msg=<cut: 1 omitted>)"
+    shared = repr(MSG([["zz"] * 1000] * 340))
+    assert len(shared) <= 220 and "omitted>" in shared
+    odd = MSG("x")
+    odd.msg = {1, 2}  # outside the subset: named by type
+    assert repr(odd) == "MSG(msg=<set>)"

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Dict, Type, Union
 
 from .blocking import Message, receive_payload
 from .errors import LocalProtocolError, ProtocolError
+from .msg_output import value_repr
 from .wire.decoder import decode_payload
 from .wire.encoder import encode_payload
 from .wire.framing import HEADER_SIZE
@@ -35,6 +36,9 @@ __all__ = [
     "make_command",
     "receive_command_from_socket",
 ]
+
+# The longest repr of one field of a command (see Command.__repr__).
+_REPR_LIMIT = 200
 
 
 class Command:
@@ -66,8 +70,18 @@ class Command:
     __hash__ = None  # type: ignore[assignment]  # mutable, like the original's
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k.lstrip('_')}={v!r}" for k, v in self._state().items())
+        # Bounded: a command decoded from the network may hold an int of
+        # thousands of digits (repr would raise) or a value of 10^6 shared
+        # references (repr would build megabytes).
+        args = ", ".join(f"{k.lstrip('_')}={_field_repr(v)}" for k, v in self._state().items())
         return f"{type(self).__name__}({args})"
+
+
+def _field_repr(value: Any) -> str:
+    try:
+        return value_repr(value, _REPR_LIMIT)
+    except (TypeError, ValueError):  # a value outside the subset, set by the program itself
+        return f"<{type(value).__name__}>"
 
 
 class ACK(Command):

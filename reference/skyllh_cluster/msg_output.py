@@ -43,7 +43,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .wire.values import MAX_DEPTH
 
-__all__ = ["LINE_LIMIT", "MSG_PREFIX", "LEGACY_PREFIX", "msg_line", "legacy_line", "tree_size", "int_to_decimal"]
+__all__ = ["LINE_LIMIT", "MSG_PREFIX", "LEGACY_PREFIX", "msg_line", "legacy_line", "tree_size", "int_to_decimal", "value_repr"]
 
 #: The longest line (with its line feed) that either function returns: 1 MiB.
 LINE_LIMIT = 1 << 20
@@ -425,6 +425,19 @@ def legacy_line(value: Any, limit: int = LINE_LIMIT) -> str:
     if type(value) is str:  # str() of a str is the str itself, not its repr
         return LEGACY_PREFIX + (value if len(value) <= budget else _PYTHON.cut(1))
     return LEGACY_PREFIX + _render(value, _PYTHON, budget).text
+
+
+def value_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` for a value of the MSG subset, at most ``limit`` characters, cut as above when longer.
+
+    Safe on any value a peer can send: a big int is written without
+    ``str()``'s digit limit, and shared references are not expanded beyond
+    the limit, so the cost is bounded by ``limit`` and the value's size.
+
+    Raises:
+        TypeError, ValueError: as :func:`msg_line`.
+    """
+    return _render(value, _PYTHON, limit).text
 
 
 def tree_size(value: Any) -> int:
