@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from skyllh_cluster.codec import loads
 from skyllh_cluster.errors import ProtocolError
-from skyllh_cluster.wire.vector_json import unlimited_int_text
+from skyllh_cluster.msg_output import LINE_LIMIT
 
 from .explain import UnknownClauseError, clause_section, github_anchor, spec_path
 
@@ -140,10 +140,9 @@ class Frame:
 def _decode(frame: Frame) -> Frame:
     try:
         command = loads(frame.data[2:])
-        # A frame may carry an int of 157,000 digits (the kit sends such values to
-        # compute nodes); the decoder's ENC-6 cost bound keeps its repr cheap.
-        with unlimited_int_text():
-            frame.decoded = repr(command)
+        # The whole value (up to a frame's worth of text and more): a frame may carry
+        # an int of 157,000 digits, which the kit sends to compute nodes.
+        frame.decoded = command.describe(LINE_LIMIT)
     except ProtocolError as exc:
         frame.error = exc
     return frame

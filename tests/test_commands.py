@@ -64,3 +64,10 @@ def test_repr_is_bounded_for_any_value_a_peer_can_send() -> None:
     odd = MSG("x")
     odd.msg = {1, 2}  # outside the subset: named by type
     assert repr(odd) == "MSG(msg=<set>)"
+
+
+def test_describe_gives_the_whole_value_within_its_limit() -> None:
+    assert MSG(10**5000).describe(10_000) == "MSG(msg=1" + "0" * 5000 + ")"
+    assert MSG("x" * 300).describe(1000) == "MSG(msg='" + "x" * 300 + "')"
+    assert MSG("x" * 300).describe() == "MSG(msg=<cut: 1 omitted>)"
+    assert RegisterCN(5, 6).describe(3) == "RegisterCN(cn_start_time=5, cn_live_time=6)"

@@ -34,6 +34,7 @@ from skyllh_cluster.conformance.html_report import (
     write_html_report,
 )
 from skyllh_cluster.wire.framing import encode_frame
+from skyllh_cluster.msg_output import LINE_LIMIT
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
@@ -254,7 +255,7 @@ def test_a_long_frame_is_shown_by_its_head_and_length() -> None:
     assert f"frame of {big - 2} bytes of payload" in page
     assert f"{big - HEX_HEAD} more bytes" in page
     assert f"{big - HEX_MORE - 64} bytes not shown" in page
-    assert f"the whole value ({len(repr(MSG('x' * 60000)))} characters)" in page
+    assert f"the whole value ({len(MSG('x' * 60000).describe(LINE_LIMIT))} characters)" in page
     assert len(page) < 120_000, len(page)  # the 60 KB frame, its hex and its value, all bounded
 
 

@@ -37,9 +37,6 @@ __all__ = [
     "receive_command_from_socket",
 ]
 
-# The longest repr of one field of a command (see Command.__repr__).
-_REPR_LIMIT = 200
-
 
 class Command:
     """Base class of the commands.  Instances compare by class and state."""
@@ -69,17 +66,25 @@ class Command:
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like the original's
 
-    def __repr__(self) -> str:
-        # Bounded: a command decoded from the network may hold an int of
-        # thousands of digits (repr would raise) or a value of 10^6 shared
-        # references (repr would build megabytes).
-        args = ", ".join(f"{k.lstrip('_')}={_field_repr(v)}" for k, v in self._state().items())
+    def describe(self, limit: int = 200) -> str:
+        """The command as its repr reads it, each field at most ``limit`` characters.
+
+        A longer field is cut, and says so (``<cut: N omitted>``); a big int
+        is written without ``str()``'s digit limit.  So the cost is bounded
+        by ``limit`` whatever a peer sent: an int of thousands of digits
+        (``repr`` would raise) or a value of 10^6 shared references (``repr``
+        would build megabytes).
+        """
+        args = ", ".join(f"{k.lstrip('_')}={_field_repr(v, limit)}" for k, v in self._state().items())
         return f"{type(self).__name__}({args})"
 
+    def __repr__(self) -> str:
+        return self.describe()
 
-def _field_repr(value: Any) -> str:
+
+def _field_repr(value: Any, limit: int) -> str:
     try:
-        return value_repr(value, _REPR_LIMIT)
+        return value_repr(value, limit)
     except (TypeError, ValueError):  # a value outside the subset, set by the program itself
         return f"<{type(value).__name__}>"
 
