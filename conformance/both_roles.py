@@ -170,8 +170,14 @@ def run_both_roles(
             pump.join(5)
         statuses = [proc.returncode for _, proc, _, _ in children]
         reports = [json.loads(Path(r).read_text()) if Path(r).exists() else {} for _, _, r, _ in children]
-    if not all(reports):
+    if not all(reports) and not interrupted:
         return max(statuses) if EXIT_USAGE not in statuses else EXIT_USAGE
+    # Interrupted, a session may have been cut before it could write a report
+    # (still starting up): the table is then made of the sessions that did.
+    reports = [r for r in reports if r]
+    if not reports:
+        print("\nINTERRUPTED before any session reported: no clause was decided")
+        return EXIT_INTERRUPTED
     merged = reports[0]
     for other in reports[1:]:
         merged = {**merged, "clauses": merge_reports(merged, other)}

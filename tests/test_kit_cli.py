@@ -167,3 +167,17 @@ def test_tb_option_brings_back_the_failed_tests_tracebacks() -> None:
     assert proc.returncode == 1
     assert "= FAILURES =" in proc.stdout and "test session starts" not in proc.stdout
     assert proc.stdout.strip().splitlines()[-1].startswith("verdict: DOES NOT CONFORM")
+
+
+def test_ctrl_c_while_the_sessions_start_still_says_interrupted() -> None:
+    # SIGINT before a session could write its report (still starting up): the run still
+    # ends as interrupted, with what was decided or a line saying nothing was.
+    node = f"{sys.executable} -m skyllh_cluster.compute_node {{host}} {{port}} --live-time {{live_time}}"
+    with reference_master() as master:
+        proc = subprocess.Popen([*KIT, "--target", master.target, "--cn-command", node],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out[-3000:]
+    assert "INTERRUPTED" in out, out[-3000:]
