@@ -59,6 +59,9 @@ def scenario_stream(fault: Optional[str]) -> bytes:
 class Connection:
     """One accepted connection and where it is in the master's state machine."""
 
+    #: The most bytes one wake-up writes (None: all that is queued).
+    write_chunk: Optional[int] = None
+
     def __init__(self, server: "Master", sock: socket.socket, peer: str) -> None:
         self.server = server
         self.sock = sock
@@ -139,7 +142,7 @@ class Connection:
 
     def on_writable(self) -> None:
         try:
-            sent = self.sock.send(self.outgoing)
+            sent = self.sock.send(self.outgoing if self.write_chunk is None else self.outgoing[: self.write_chunk])
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
